@@ -1,0 +1,23 @@
+"""Optimizers: SAM / ASAM wrapper (uniform, per-channel radii, cheap every-k variant)."""
+
+from prunekit.optim.sam import (
+    ASAM_ETA,
+    SAM,
+    ascent_context,
+    channel_perturbation,
+    disable_running_stats,
+    enable_running_stats,
+    global_perturbation,
+    running_stats_frozen,
+)
+
+__all__ = [
+    "ASAM_ETA",
+    "SAM",
+    "ascent_context",
+    "channel_perturbation",
+    "disable_running_stats",
+    "enable_running_stats",
+    "global_perturbation",
+    "running_stats_frozen",
+]

@@ -1,0 +1,301 @@
+"""The one training/evaluation loop every stage shares (pretrain, warm-up, fine-tune, mask search).
+
+- deterministic: the batch order and the RNG of epoch e depend only on (seed, e), so a run resumed
+  from its epoch checkpoint ends with the same weights as an uninterrupted one;
+- checkpoints written atomically after every epoch, loaded with `weights_only=True`;
+- AMP on CUDA; DistributedDataParallel when launched by torchrun (only rank 0 writes);
+- optimizers: SGD, or SAM / ASAM through `prunekit.optim.sam.SAM`; optional adversarial examples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from prunekit import distributed as dist_utils
+from prunekit.atomic import atomic_path
+from prunekit.data import DataBundle
+from prunekit.errors import PrunekitError
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+OPTIMIZERS = ("sgd", "sam", "asam")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training stage."""
+
+    epochs: int
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    rho: float = 0.05
+    sam_every: int = 1
+    amp: bool = True
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise PrunekitError(f"epochs must be >= 0, got {self.epochs}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise PrunekitError(f"learning rate must be a positive number, got {self.lr}")
+        if self.batch_size < 1:
+            raise PrunekitError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise PrunekitError(f"unknown optimizer '{self.optimizer}'", f"use one of {', '.join(OPTIMIZERS)}")
+        if not (self.rho >= 0 and math.isfinite(self.rho)):
+            raise PrunekitError(f"--rho must be >= 0, got {self.rho}")
+        if self.sam_every < 1:
+            raise PrunekitError(f"--sam-every must be >= 1, got {self.sam_every}")
+
+
+@dataclass
+class TrainLog:
+    """What a stage did, epoch by epoch (goes into report.json)."""
+
+    stage: str
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:
+    """The rich progress bar used by long-running stages."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        disable=disable or not dist_utils.is_main(),
+        transient=False,
+    )
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    from prunekit.optim.sam import SAM
+
+    return SAM(
+        params,
+        torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+        rho=cfg.rho,
+        adaptive=cfg.optimizer == "asam",
+        every=cfg.sam_every,
+    )
+
+
+def _base(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    return getattr(opt, "base_optimizer", opt)
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[object]:
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    *,
+    stage: str,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    device: torch.device | None = None,
+    attack: Attack | None = None,
+    quiet: bool = False,
+) -> TrainLog:
+    """Train `model` in place for `cfg.epochs` epochs; checkpoint after each epoch.
+
+    With `resume`, continues from `checkpoint_dir/<stage>.pt` if it exists (the caller must pass a
+    model of the same architecture). `attack(model, x, y)` replaces inputs by adversarial ones.
+    """
+    cfg.validate()
+    device = device or dist_utils.device_for_rank()
+    log = TrainLog(stage=stage)
+    if cfg.epochs == 0:
+        return log
+    model.to(device)
+    distributed = dist_utils.is_distributed()
+    train_model: nn.Module = model
+    if distributed:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = _make_optimizer(model, cfg)
+    loader = data.loader("train", cfg.batch_size, seed=cfg.seed, distributed=distributed)
+    steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(_base(optimizer), T_max=max(1, cfg.epochs * steps_per_epoch))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    ckpt_path = checkpoint_dir / f"{stage}.pt" if checkpoint_dir else None
+
+    start_epoch = 0
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        from prunekit.models import load_state_dict_strict
+
+        load_state_dict_strict(model, state["model"], f"checkpoint {ckpt_path}")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if use_amp and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"])
+        log.epochs = list(state.get("log", []))
+        log.resumed_from_epoch = start_epoch
+
+    with progress_bar(disable=quiet) as progress:
+        task = progress.add_task(stage, total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
+        for epoch in range(start_epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 7919 + epoch)
+            loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+            train_model.train()
+            total_loss, correct, seen = 0.0, 0, 0
+            for step, (x, y) in enumerate(loader):
+                if step >= steps_per_epoch:
+                    break
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if attack is not None:
+                    x = attack(model, x, y)
+                    train_model.train()
+                loss, logits = _train_step(train_model, optimizer, scaler, x, y, use_amp, device)
+                scheduler.step()
+                total_loss += loss * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                progress.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+            sums = dist_utils.all_reduce_sum([total_loss, float(correct), float(seen)], device)
+            log.epochs.append(
+                {"epoch": epoch + 1, "loss": sums[0] / max(sums[2], 1), "train_accuracy": sums[1] / max(sums[2], 1)}
+            )
+            if ckpt_path is not None and dist_utils.is_main():
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if use_amp else {},
+                        "epoch": epoch + 1,
+                        "log": log.epochs,
+                    },
+                )
+            dist_utils.barrier()
+    return log
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    use_amp: bool,
+    device: torch.device,
+) -> tuple[float, torch.Tensor]:
+    """One optimisation step; SAM-style optimizers get their ascent pass here."""
+    optimizer.zero_grad(set_to_none=True)
+    if hasattr(optimizer, "first_step"):
+        return _sam_step(model, optimizer, scaler, x, y, use_amp, device)
+    with _autocast(device, use_amp):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach()), logits.detach()
+
+
+def _sam_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    use_amp: bool,
+    device: torch.device,
+) -> tuple[float, torch.Tensor]:
+    """SAM/ASAM: ascent pass at w (local gradient, no DDP all-reduce), descent pass at w + eps.
+
+    With `sam_every > 1` most steps skip the ascent pass and re-apply the last perturbation, so
+    they cost one forward/backward like SGD.
+    """
+    from prunekit.optim.sam import ascent_context, running_stats_frozen
+
+    logits: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    if optimizer.needs_ascent_pass():  # type: ignore[attr-defined]
+        with ascent_context(model), _autocast(device, use_amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        scaler.scale(loss).backward()
+        optimizer.first_step()  # type: ignore[attr-defined]
+        # BatchNorm statistics come from the first pass only.
+        with running_stats_frozen(model), _autocast(device, use_amp):
+            loss2 = F.cross_entropy(model(x), y)
+        scaler.scale(loss2).backward()
+    else:
+        optimizer.first_step()  # type: ignore[attr-defined]
+        with _autocast(device, use_amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        scaler.scale(loss).backward()
+    optimizer.second_step(scaler=scaler if use_amp else None)  # type: ignore[attr-defined]
+    return float(loss.detach()), logits.detach()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | None = None,
+) -> float:
+    """Top-1 accuracy (fraction 0..1) of `model` (a module or any logits function) over `batches`."""
+    device = device or torch.device("cpu")
+    if isinstance(model, nn.Module):
+        model.to(device).eval()
+    correct, seen = 0, 0
+    for x, y in batches:
+        logits = model(x.to(device))
+        correct += int((logits.argmax(1).cpu() == y).sum())
+        seen += len(y)
+    if seen == 0:
+        raise PrunekitError("the validation set is empty", "check --data")
+    return correct / seen
+
+
+def save_checkpoint(path: Path, state: dict[str, object]) -> None:
+    """Atomically write a training checkpoint (tensors and plain values only)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, object]:
+    """Read a checkpoint written by `save_checkpoint`, refusing pickled code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle payloads, unrelated files
+        raise PrunekitError(
+            f"cannot resume: checkpoint {path} is unreadable or unsafe ({str(exc).splitlines()[0][:160]})",
+            "delete it to restart that stage, or run without --resume",
+        ) from exc

@@ -1,0 +1,114 @@
+"""End-to-end: the real CLI on the built-in digits data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+FAST = ["--pretrain-epochs", "1", "--epochs", "1", "--input-size", "16"]
+
+
+def test_compress_writes_a_complete_run(cli, tmp_path):
+    out = tmp_path / "run"
+    result = cli(["compress", *FAST, "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) >= {"dense", "pruned", "settings"}
+    for side in ("dense", "pruned"):
+        assert {"params", "macs", "accuracy"} <= set(report[side])
+        assert 0.0 <= report[side]["accuracy"] <= 1.0
+    assert report["pruned"]["macs"] < report["dense"]["macs"]
+    assert report["pruned"]["params"] < report["dense"]["params"]
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == report
+    for name in ("plan.json", "dense.safetensors", "pruned.safetensors", "run.json"):
+        assert (out / name).exists()
+    assert not list(out.rglob("*.tmp"))
+
+    from prunekit.runs import load_run
+
+    run = load_run(out)
+    assert sum(p.numel() for p in run.pruned.parameters()) == report["pruned"]["params"]
+
+    # a finished run is not overwritten without --force
+    again = cli(["compress", *FAST, "--out", str(out)])
+    assert again.exit_code == 2 and "already holds a finished run" in again.output
+    forced = cli(["compress", *FAST, "--out", str(out), "--force", "--epochs", "0", "--json"])
+    assert forced.exit_code == 0
+
+
+def test_prune_only_on_synthetic_any_classes(cli, tmp_path):
+    result = cli([
+        "compress", "--data", "synthetic:32", "--num-classes", "7", "--input-size", "24",
+        "--pretrain-epochs", "0", "--epochs", "0", "--ratio-of", "macs", "--prune-ratio", "0.5",
+        "--out", str(tmp_path / "r"), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["settings"]["num_classes"] == 7
+    ratio = report["pruned"]["macs"] / report["dense"]["macs"]
+    assert 0.4 < ratio <= 0.5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prune-ratio", "1.5"], "--prune-ratio"),
+        (["--prune-ratio", "0"], "--prune-ratio"),
+        (["--model", "not_a_model"], "unknown model"),
+        (["--data", "cifar10:/nope"], "not found"),
+        (["--weights", "/nope/w.pt"], "not found"),
+        (["--latency-budget", "1.5", "--target", "cpu-ort"], "--latency-budget"),
+        (["--latency-budget", "0.5"], "needs --target"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(cli, tmp_path, args, message):
+    out = tmp_path / "bad"
+    result = cli(["compress", *FAST, "--out", str(out), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_corrupt_weights_file(cli, tmp_path):
+    bad = tmp_path / "w.pt"
+    bad.write_bytes(b"\x00" * 100)
+    result = cli(["compress", *FAST, "--weights", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "cannot read weights" in result.output
+
+
+def test_resume_after_interruption_matches_uninterrupted(cli, tmp_path, monkeypatch):
+    import prunekit.compress as pipeline
+
+    args = ["compress", *FAST, "--epochs", "2", "--json"]
+    straight = json.loads(cli([*args, "--out", str(tmp_path / "a")]).stdout)
+
+    real = pipeline.stage_finetune
+
+    def crash(ctx, model):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "stage_finetune", crash)
+    interrupted = cli([*args, "--out", str(tmp_path / "b")])
+    assert interrupted.exit_code == 130
+    monkeypatch.setattr(pipeline, "stage_finetune", real)
+    refused = cli([*args, "--out", str(tmp_path / "b")])
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    resumed = json.loads(cli([*args, "--out", str(tmp_path / "b"), "--resume"]).stdout)
+    assert resumed["run"]["resumed"] is True
+    for side in ("dense", "pruned"):
+        assert resumed[side] == straight[side]
+    plan_a = json.loads((tmp_path / "a" / "plan.json").read_text())
+    plan_b = json.loads((tmp_path / "b" / "plan.json").read_text())
+    assert plan_a == plan_b
+
+
+def test_main_job_defaults_reach_90_percent(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli(["compress", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["pruned"]["accuracy"] >= 0.90
+    assert report["pruned"]["macs"] < report["dense"]["macs"]
