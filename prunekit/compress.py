@@ -24,8 +24,9 @@ from prunekit import distributed as dist_utils
 from prunekit.atomic import write_json
 from prunekit.data import DataBundle, load_data
 from prunekit.errors import PrunekitError
+from prunekit.methods.pipeline import Goal, run_method
 from prunekit.models import build_model, count_params, load_weights
-from prunekit.pruning import PruningGraph, apply_plan, count_macs_params, select_by_ratio
+from prunekit.pruning import PruningGraph, apply_plan, count_macs_params
 from prunekit.runs import DEFAULT_ROOT, RunFolder, read_json, save_weights
 from prunekit.settings import CompressSettings
 from prunekit.train import TrainConfig, evaluate, fit
@@ -44,6 +45,7 @@ class RunContext:
     resume: bool
     quiet: bool
     console: Console
+    goal: Goal
 
     def train_config(self, epochs: int, optimizer: str = "sgd", lr: float | None = None) -> TrainConfig:
         s = self.settings
@@ -52,7 +54,7 @@ class RunContext:
             lr=s.lr if lr is None else lr,
             batch_size=s.batch_size,
             optimizer=optimizer,
-            rho=s.rho,
+            rho=s.finetune[1],
             sam_every=s.sam_every,
             seed=s.seed,
         )
@@ -97,12 +99,13 @@ def compress(
     stored = s.model_dump()
     stored.update(num_classes=num_classes, input_size=size)
 
-    _check_goal_before_training(s)
     torch.manual_seed(s.seed)
     model = build_model(s.model, num_classes)
     example = torch.zeros(1, 3, size, size)
-    # Fail on an untraceable model now, not after an hour of pretraining.
+    # Fail on an untraceable model, an unknown target or an unreachable budget now, not after
+    # an hour of pretraining.
     PruningGraph(copy.deepcopy(model), example, s.model)
+    goal = make_goal(s, model, example)
     if s.weights:
         load_weights(model, s.weights)
 
@@ -111,12 +114,12 @@ def compress(
     if dist_utils.is_main():
         resuming = folder.open(stored, resume=resume, force=force)
     resuming = dist_utils.broadcast_object(resuming)
-    ctx = RunContext(s, data, folder, device, example, num_classes, resuming, quiet, console)
+    ctx = RunContext(s, data, folder, device, example, num_classes, resuming, quiet, console, goal)
     ctx.log(f"run folder: {folder.path}" + (" (resuming)" if resuming else ""))
 
     model = stage_dense(ctx, model)
     dense_metrics = measure(ctx, model, "dense")
-    pruned = stage_prune(ctx, model)
+    pruned, method_info = stage_prune(ctx, model)
     pruned = stage_finetune(ctx, pruned)
     pruned_metrics = measure(ctx, pruned, "pruned")
 
@@ -132,25 +135,42 @@ def compress(
             "resumed": resuming,
             "torch": torch.__version__,
         },
+        "method": method_info,
         "stages": _stage_logs(folder),
     }
+    if goal.kind == "latency":
+        target_ms = float(goal.target_ms or 0.0)
+        report["goal"] = {
+            "target": s.target,
+            "target_ms": round(target_ms, 5),
+            "budget": s.latency_budget,
+            "met": pruned_metrics["predicted_latency_ms"] <= target_ms + 1e-9,
+        }
     if dist_utils.is_main():
         folder.finish(report)
     dist_utils.barrier()
     return report
 
 
-def _check_goal_before_training(s: CompressSettings) -> None:
-    if s.goal_is_latency or s.method in ("halp",):
-        raise PrunekitError(
-            "latency-budgeted pruning (--target with --latency-budget / --latency-ms, method 'halp') "
-            "is not available in this build yet",
-            "use --prune-ratio with --method magnitude or taylor",
-        )
-    if s.method in ("adasap", "csam", "s2ap"):
-        raise PrunekitError(
-            f"method '{s.method}' is not available in this build yet", "use --method magnitude or taylor"
-        )
+def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor) -> Goal:
+    """The selection goal; a latency goal is checked for reachability before any training."""
+    if s.target is None:
+        return Goal(kind="ratio", ratio=s.effective_prune_ratio, ratio_of=s.ratio_of, round_to=s.round_to)
+    from prunekit.latency.predict import predict_latency
+    from prunekit.latency.profile import load_profile
+
+    profile = load_profile(s.target)
+    shape = (profile.batch_size, 3, int(example.shape[-2]), int(example.shape[-1]))
+    dense_ms = predict_latency(model, profile, shape, model_hint=s.model).total_ms
+    if not s.goal_is_latency:
+        return Goal(kind="ratio", ratio=s.effective_prune_ratio, ratio_of=s.ratio_of, round_to=s.round_to,
+                    profile=profile, input_shape=shape, dense_ms=dense_ms)
+    target_ms = s.latency_ms if s.latency_ms is not None else dense_ms * float(s.latency_budget or 1.0)
+    from prunekit.select.latency import check_reachable
+
+    check_reachable(PruningGraph(copy.deepcopy(model), example, s.model), profile, shape, target_ms, s.round_to)
+    return Goal(kind="latency", round_to=s.round_to, profile=profile, input_shape=shape,
+                target_ms=target_ms, dense_ms=dense_ms)
 
 
 # -- stages -------------------------------------------------------------------------------------
@@ -184,65 +204,48 @@ def stage_dense(ctx: RunContext, model: nn.Module) -> nn.Module:
     return model.to(ctx.device)
 
 
-def stage_prune(ctx: RunContext, dense: nn.Module) -> nn.Module:
-    """Select channels (per method) and physically remove them; writes plan.json."""
+def stage_prune(ctx: RunContext, dense: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """Select channels with the run's method and physically remove them; writes plan.json.
+
+    Under DDP the decision is made once on rank 0 and broadcast (plan + weights), so every rank
+    removes the same channels.
+    """
     f = ctx.folder
     s = ctx.settings
     if ctx.resume and "prune" in f.stages_done():
-        pruned = apply_plan(build_model(s.model, ctx.num_classes), read_json(f.plan_json, "plan"), ctx.example, s.model)
+        plan = read_json(f.plan_json, "plan")
+        pruned = apply_plan(build_model(s.model, ctx.num_classes), plan, ctx.example, s.model)
         load_weights(pruned, f.file("pruned_init.safetensors"))
         ctx.log("pruning: plan loaded from the interrupted run")
-        return pruned.to(ctx.device)
+        return pruned.to(ctx.device), read_json(f.file("logs/method.json"), "method log")
+    ctx.log(f"pruning with method {s.method}" + (f" for {s.target}" if s.target else ""))
     model = copy.deepcopy(dense).cpu()
-    graph = PruningGraph(model, ctx.example, s.model)
-    keep = None
+    payload = None
     if dist_utils.is_main():
-        keep = select_channels(ctx, graph)
-    keep = dist_utils.broadcast_object(keep)
-    graph.prune(keep)
-    plan = graph.plan()
+        graph, result = run_method(ctx, model, ctx.goal)
+        plan, info = graph.plan(), result.to_dict()
+        payload = (plan, info, _state_bytes(model) if dist_utils.is_distributed() else b"")
+    if dist_utils.is_distributed():
+        plan, info, blob = dist_utils.broadcast_object(payload)
+        if not dist_utils.is_main():
+            from safetensors.torch import load as load_safetensors
+
+            model = apply_plan(model, plan, ctx.example, s.model)
+            model.load_state_dict(load_safetensors(blob))
     plan["method"] = s.method
     if dist_utils.is_main():
         write_json(f.plan_json, plan)
+        write_json(f.file("logs/method.json"), info)
         save_weights(model, f.file("pruned_init.safetensors"))
         f.mark("prune")
     dist_utils.barrier()
-    return model.to(ctx.device)
+    return model.to(ctx.device), info
 
 
-def select_channels(ctx: RunContext, graph: PruningGraph) -> dict[str, torch.Tensor]:
-    """The keep-set of every group for a ratio goal (channels, or MACs by bisection on the ratio)."""
-    s = ctx.settings
-    batches = ctx.data.loader("train", s.batch_size, seed=s.seed) if s.method == "taylor" else None
-    graph.model.to(ctx.device)
-    scores = graph.importance("taylor" if s.method == "taylor" else "magnitude", batches=batches)
-    graph.model.cpu()
-    ratio = s.effective_prune_ratio
-    if s.ratio_of == "channels":
-        return select_by_ratio(scores, ratio, round_to=s.round_to)
-    return select_for_macs(graph, scores, 1.0 - ratio, round_to=s.round_to, model_name=s.model)
+def _state_bytes(model: nn.Module) -> bytes:
+    from safetensors.torch import save
 
-
-def select_for_macs(
-    graph: PruningGraph, scores: dict[str, torch.Tensor], macs_fraction: float, round_to: int, model_name: str
-) -> dict[str, torch.Tensor]:
-    """Uniform channel ratio found by bisection so that MACs(pruned) <= macs_fraction * MACs(dense)."""
-    dense_macs, _ = count_macs_params(graph.model, graph.example_input)
-
-    def macs_at(r: float) -> float:
-        trial = copy.deepcopy(graph.model)
-        g = PruningGraph(trial, graph.example_input, model_name)
-        g.prune(select_by_ratio(scores, r, round_to=round_to))
-        return count_macs_params(trial, graph.example_input)[0] / dense_macs
-
-    lo, hi = 0.0, 0.99
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        if macs_at(mid) <= macs_fraction:
-            hi = mid
-        else:
-            lo = mid
-    return select_by_ratio(scores, hi, round_to=round_to)
+    return save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
 def stage_finetune(ctx: RunContext, pruned: nn.Module) -> nn.Module:
@@ -252,10 +255,22 @@ def stage_finetune(ctx: RunContext, pruned: nn.Module) -> nn.Module:
     if ctx.resume and "finetune" in f.stages_done():
         load_weights(pruned, f.file("pruned.safetensors"))
         return pruned
+    optimizer, rho = s.finetune
+    cfg = ctx.train_config(s.epochs, optimizer=optimizer)
+    cfg.rho = rho
+    attack = None
+    if s.method == "s2ap":
+        from prunekit.robustness.pgd import pgd_attack
+
+        def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return pgd_attack(model, x, y, eps=s.pgd_eps, steps=s.pgd_train_steps,
+                              step_size=2.5 * s.pgd_eps / s.pgd_train_steps, seed=s.seed)
+
     log = fit(
         pruned,
         ctx.data,
-        ctx.train_config(s.epochs, optimizer=s.finetune_optimizer),
+        cfg,
+        attack=attack,
         stage="finetune",
         checkpoint_dir=f.checkpoints,
         resume=ctx.resume,
@@ -277,7 +292,14 @@ def measure(ctx: RunContext, model: nn.Module, which: str) -> dict[str, Any]:
     model.to(ctx.device)
     loader = ctx.data.loader("val", 256, shuffle=False)
     acc = evaluate(model, loader, ctx.device)
-    return {"params": count_params(model), "macs": macs, "accuracy": round(acc, 6)}
+    out: dict[str, Any] = {"params": count_params(model), "macs": macs, "accuracy": round(acc, 6)}
+    if ctx.goal.profile is not None:
+        from prunekit.latency.predict import predict_latency
+
+        pred = predict_latency(model.cpu(), ctx.goal.profile, ctx.goal.input_shape, model_hint=ctx.settings.model)
+        model.to(ctx.device)
+        out["predicted_latency_ms"] = round(pred.total_ms, 5)
+    return out
 
 
 def _stage_logs(folder: RunFolder) -> dict[str, Any]:

@@ -39,10 +39,31 @@ class CompressSettings(BaseModel):
     lr: float = 0.05
     batch_size: int = 64
     seed: int = 0
-    finetune_optimizer: Literal["sgd", "sam", "asam"] = "sgd"
-    rho: float = 0.05
+    finetune_optimizer: Literal["sgd", "sam", "asam"] | None = None
+    rho: float | None = None
     sam_every: int = 1
-    method_options: dict[str, Any] = {}
+    # scheduled pruning (halp, adasap)
+    prune_steps: int = 4
+    prune_every: int = 30
+    # adasap
+    warmup_epochs: int = 1
+    rho_min: float = 0.01
+    rho_max: float = 2.0
+    # csam
+    mask_epochs: int = 1
+    mask_lr: float = 0.05
+    csam_mu: float = 0.5
+    csam_eta: float = 1.0
+    csam_tau: float = 30.0
+    lambda_stab: float = 5.0
+    lambda_ratio: float = 1.0
+    lambda_consist: float = 1.0
+    # s2ap
+    score_epochs: int = 1
+    score_lr: float = 0.1
+    s2ap_rho: float = 0.05
+    pgd_eps: float = 8 / 255
+    pgd_train_steps: int = 3
 
     @field_validator("prune_ratio")
     @classmethod
@@ -65,21 +86,43 @@ class CompressSettings(BaseModel):
             raise ValueError(f"must be a positive finite number, got {v}")
         return v
 
-    @field_validator("rho")
+    @field_validator("rho", "rho_min", "rho_max", "s2ap_rho", "lambda_stab", "lambda_ratio", "lambda_consist",
+                     "csam_eta", "pgd_eps")
     @classmethod
-    def _rho(cls, v: float) -> float:
-        if not (v >= 0 and math.isfinite(v)):
-            raise ValueError(f"must be >= 0, got {v}")
+    def _non_negative(cls, v: float | None) -> float | None:
+        if v is not None and not (v >= 0 and math.isfinite(v)):
+            raise ValueError(f"must be a finite number >= 0, got {v}")
         return v
 
-    @field_validator("pretrain_epochs", "epochs")
+    @field_validator("mask_lr", "score_lr")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"must be a positive finite number, got {v}")
+        return v
+
+    @field_validator("csam_mu")
+    @classmethod
+    def _mu(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"must be in [0, 1] (masks live in [0, 1]), got {v}")
+        return v
+
+    @field_validator("csam_tau")
+    @classmethod
+    def _tau(cls, v: float) -> float:
+        if not 0.0 <= v < 100.0:
+            raise ValueError(f"must be a percentile in [0, 100), got {v}")
+        return v
+
+    @field_validator("pretrain_epochs", "epochs", "warmup_epochs", "mask_epochs", "score_epochs", "prune_every")
     @classmethod
     def _epochs(cls, v: int) -> int:
         if not 0 <= v <= 10_000:
             raise ValueError(f"must be between 0 and 10000, got {v}")
         return v
 
-    @field_validator("batch_size", "round_to", "sam_every")
+    @field_validator("batch_size", "round_to", "sam_every", "prune_steps", "pgd_train_steps")
     @classmethod
     def _at_least_one(cls, v: int) -> int:
         if not 1 <= v <= 1_000_000:
@@ -120,7 +163,19 @@ class CompressSettings(BaseModel):
             raise ValueError("method 'halp' prunes to a latency budget and needs --target and --latency-budget")
         if self.method == "halp" and not has_latency_goal:
             raise ValueError("method 'halp' needs --latency-budget or --latency-ms")
+        if self.rho_min > self.rho_max:
+            raise ValueError(f"--rho-min ({self.rho_min}) must not exceed --rho-max ({self.rho_max})")
+        if self.pgd_eps > 1.0:
+            raise ValueError(f"--pgd-eps is in [0, 1] pixel units, got {self.pgd_eps}")
         return self
+
+    @property
+    def finetune(self) -> tuple[str, float]:
+        """(optimizer, rho) for fine-tuning: the flags, else the method's default (ASAM rho 2.0 for
+        AdaSAP as in the paper, SGD otherwise)."""
+        opt = self.finetune_optimizer or ("asam" if self.method == "adasap" else "sgd")
+        rho = self.rho if self.rho is not None else (2.0 if opt == "asam" else 0.05)
+        return opt, rho
 
     @property
     def goal_is_latency(self) -> bool:
@@ -144,6 +199,10 @@ _FLAG = {
     "finetune_optimizer": "--finetune-optimizer",
     "sam_every": "--sam-every",
 }
+for _name in ("prune_steps", "prune_every", "warmup_epochs", "rho_min", "rho_max", "mask_epochs", "mask_lr",
+              "csam_mu", "csam_eta", "csam_tau", "lambda_stab", "lambda_ratio", "lambda_consist", "score_epochs",
+              "score_lr", "s2ap_rho", "pgd_eps", "pgd_train_steps"):
+    _FLAG[_name] = "--" + _name.replace("_", "-")
 
 
 def make_settings(**kwargs: Any) -> CompressSettings:

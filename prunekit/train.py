@@ -46,6 +46,8 @@ class TrainConfig:
     amp: bool = True
     seed: int = 0
     max_steps_per_epoch: int | None = None
+    # AdaSAP: per-output-channel radii from weight magnitude in [rho_min, rho_max] instead of `rho`
+    adaptive_radii: tuple[float, float] | None = None
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -94,10 +96,16 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     from prunekit.optim.sam import SAM
 
+    rho: object = cfg.rho
+    if cfg.adaptive_radii is not None:
+        from prunekit.methods.adasap import radius_fn
+
+        weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.requires_grad]
+        rho = radius_fn(weights, rho_min=cfg.adaptive_radii[0], rho_max=cfg.adaptive_radii[1])
     return SAM(
         params,
         torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-        rho=cfg.rho,
+        rho=rho,
         adaptive=cfg.optimizer == "asam",
         every=cfg.sam_every,
     )

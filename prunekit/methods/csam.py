@@ -218,4 +218,4 @@ def csam_loss(
     l1 = l1_mask_loss(masks)
     total = (weights.stab * stab + weights.ratio * ratio + weights.consist * consist
              + weights.l1 * l1 + weights.task * task)
-    return CSAMLossTerms(total, float(stab), float(ratio), float(consist), float(l1), float(task))
+    return CSAMLossTerms(total, *(float(t.detach()) for t in (stab, ratio, consist, l1, task)))
