@@ -17,6 +17,12 @@ from typing import Any
 from prunekit.errors import PrunekitError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it over `path`.
@@ -29,6 +35,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
     except OSError as exc:
         raise PrunekitError(
             f"cannot write to {target.parent}: {exc.strerror or exc}",

@@ -82,6 +82,20 @@ def compress(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline into a run folder and return its report (also written to report.json)."""
+    report, _ = compress_model(settings, out, resume=resume, force=force, quiet=quiet, console=console)
+    return report
+
+
+def compress_model(
+    settings: CompressSettings,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    console: Console | None = None,
+) -> tuple[dict[str, Any], nn.Module]:
+    """`compress`, also returning this process's pruned model (every rank's, under torchrun)."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
     dist_utils.init_from_env()
@@ -149,7 +163,7 @@ def compress(
     if dist_utils.is_main():
         folder.finish(report)
     dist_utils.barrier()
-    return report
+    return report, pruned
 
 
 def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor) -> Goal:

@@ -77,3 +77,11 @@ def device_for_rank() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Overwrite every buffer (BatchNorm statistics) with rank 0's."""
+    if not is_distributed():
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src=0)

@@ -48,6 +48,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     # AdaSAP: per-output-channel radii from weight magnitude in [rho_min, rho_max] instead of `rho`
     adaptive_radii: tuple[float, float] | None = None
+    # Train in this process only, even under torchrun (used inside rank 0's pruning decisions).
+    local: bool = False
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -144,7 +146,7 @@ def fit(
     if cfg.epochs == 0:
         return log
     model.to(device)
-    distributed = dist_utils.is_distributed()
+    distributed = dist_utils.is_distributed() and not cfg.local
     train_model: nn.Module = model
     if distributed:
         train_model = nn.parallel.DistributedDataParallel(
@@ -192,11 +194,13 @@ def fit(
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
                 progress.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
-            sums = dist_utils.all_reduce_sum([total_loss, float(correct), float(seen)], device)
+            sums = [total_loss, float(correct), float(seen)]
+            if distributed:
+                sums = dist_utils.all_reduce_sum(sums, device)
             log.epochs.append(
                 {"epoch": epoch + 1, "loss": sums[0] / max(sums[2], 1), "train_accuracy": sums[1] / max(sums[2], 1)}
             )
-            if ckpt_path is not None and dist_utils.is_main():
+            if ckpt_path is not None and (dist_utils.is_main() or cfg.local):
                 save_checkpoint(
                     ckpt_path,
                     {
@@ -208,7 +212,11 @@ def fit(
                         "log": log.epochs,
                     },
                 )
-            dist_utils.barrier()
+            if distributed:
+                dist_utils.barrier()
+    if distributed:
+        # BatchNorm running statistics are per rank; end with rank 0's so every rank holds one model.
+        dist_utils.broadcast_buffers(model)
     return log
 
 

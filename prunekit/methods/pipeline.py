@@ -179,6 +179,7 @@ def _scheduled(
             cfg.max_steps_per_epoch = s.prune_every
             cfg.seed = s.seed + 1000 * r
             cfg.adaptive_radii = adaptive_radii
+            cfg.local = True  # rank 0 decides alone under DDP; the others wait for the broadcast
             fit(graph.model, ctx.data, cfg, stage=f"prune-step-{r}", device=ctx.device, quiet=True)
             graph.model.cpu()
     return graph, result
@@ -193,6 +194,7 @@ def _adasap(ctx: Any, model: nn.Module, goal: Goal) -> tuple[PruningGraph, Metho
     if s.warmup_epochs > 0:
         cfg = ctx.train_config(s.warmup_epochs, optimizer="asam")
         cfg.adaptive_radii = radii
+        cfg.local = True
         warm = fit(model, ctx.data, cfg, stage="adasap-warmup", checkpoint_dir=ctx.folder.checkpoints,
                    resume=ctx.resume, device=ctx.device, quiet=ctx.quiet)
     variant = "AdaSAP_L" if goal.kind == "latency" else "AdaSAP_P"
