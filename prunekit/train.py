@@ -92,7 +92,8 @@ def progress_bar(console: Console | None = None, disable: bool = False) -> Progr
     )
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD, or SAM/ASAM wrapping SGD, for the trainable parameters of `model`."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -152,7 +153,7 @@ def fit(
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    optimizer = _make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     loader = data.loader("train", cfg.batch_size, seed=cfg.seed, distributed=distributed)
     steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(_base(optimizer), T_max=max(1, cfg.epochs * steps_per_epoch))
@@ -188,7 +189,7 @@ def fit(
                 if attack is not None:
                     x = attack(model, x, y)
                     train_model.train()
-                loss, logits = _train_step(train_model, optimizer, scaler, x, y, use_amp, device)
+                loss, logits = train_step(train_model, optimizer, scaler, x, y, use_amp, device)
                 scheduler.step()
                 total_loss += loss * len(y)
                 correct += int((logits.argmax(1) == y).sum())
@@ -220,7 +221,7 @@ def fit(
     return log
 
 
-def _train_step(
+def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -229,7 +230,8 @@ def _train_step(
     use_amp: bool,
     device: torch.device,
 ) -> tuple[float, torch.Tensor]:
-    """One optimisation step; SAM-style optimizers get their ascent pass here."""
+    """One optimisation step on (x, y); SAM-style optimizers get their ascent pass here.
+    Returns (loss, logits)."""
     optimizer.zero_grad(set_to_none=True)
     if hasattr(optimizer, "first_step"):
         return _sam_step(model, optimizer, scaler, x, y, use_amp, device)
