@@ -94,6 +94,7 @@ class RunFolder:
                         f"({saved.get(diff[0])!r} vs {settings[diff[0]]!r})",
                         "rerun with the same options, or use --force to start over",
                     )
+                self.remove_stale_temporaries()
                 return True
             elif self.is_finished():
                 raise PrunekitError(
@@ -110,6 +111,11 @@ class RunFolder:
             self.run_json, {"format": RUN_FORMAT, "status": "running", "stages_done": [], "settings": settings}
         )
         return False
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporary files a killed run left (never a finished artifact: those were renamed)."""
+        for tmp in self.path.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def mark(self, stage: str) -> None:
         state = self.state()
