@@ -58,6 +58,13 @@ def handle_errors(fn: F) -> F:
         except PrunekitError as exc:
             err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
+        except OSError as exc:
+            # File-system trouble the library did not anticipate (a name too long, a full disk...).
+            name = str(exc.filename or "")
+            name = name if len(name) <= 80 else name[:77] + "..."
+            what = exc.strerror or type(exc).__name__
+            err_console.print(f"[bold red]error:[/] {what}" + (f": {name}" if name else ""), highlight=False)
+            raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print(
                 "[bold yellow]interrupted:[/] stopped; rerun the same command with --resume to continue",
