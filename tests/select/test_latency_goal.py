@@ -1,0 +1,78 @@
+"""Latency-budgeted selection on the shipped cpu-ort profile (resnet18 @ 32 px is covered)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prunekit.errors import PrunekitError
+from prunekit.latency.predict import predict_latency
+from prunekit.latency.profile import load_profile
+from prunekit.models import build_model
+from prunekit.pruning import PruningGraph
+from prunekit.select.latency import check_reachable, select_for_latency
+
+SHAPE = (1, 3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return load_profile("cpu-ort")
+
+
+@pytest.mark.parametrize("budget", [0.7, 0.4])
+def test_knapsack_meets_the_predicted_budget_on_round_widths(profile, budget):
+    model = build_model("resnet18", 10).eval()
+    graph = PruningGraph(model, torch.zeros(SHAPE), "resnet18")
+    dense_ms = predict_latency(model, profile, SHAPE).total_ms
+    scores = graph.importance("magnitude")
+    sel = select_for_latency(graph, scores, profile, SHAPE, budget * dense_ms, round_to=8)
+    assert sel.predicted_ms <= budget * dense_ms
+    assert sel.predicted_ms >= 0.8 * budget * dense_ms  # it uses the budget, not far below it
+    for name, kept in sel.keep.items():
+        assert len(kept) % 8 == 0 or len(kept) == graph.group(name).width
+    graph.prune(sel.keep)
+    assert predict_latency(model, profile, SHAPE).total_ms == pytest.approx(sel.predicted_ms, rel=1e-6)
+
+
+def test_unreachable_budget_names_the_minimum(profile):
+    graph = PruningGraph(build_model("resnet18", 10), torch.zeros(SHAPE), "resnet18")
+    with pytest.raises(PrunekitError, match="minimum width of every group"):
+        check_reachable(graph, profile, SHAPE, 1e-4, 8)
+
+
+def test_unreachable_budget_fails_before_training(cli, tmp_path):
+    result = cli(["compress", "--target", "cpu-ort", "--latency-budget", "0.01", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "ask for at least" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_signature_names_the_profile_command(cli, tmp_path):
+    result = cli(["compress", "--target", "cpu-ort", "--latency-budget", "0.5", "--input-size", "40",
+                  "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "prunekit profile" in result.output
+
+
+FAST = ["--pretrain-epochs", "0", "--epochs", "0", "--batch-size", "256", "--target", "cpu-ort",
+        "--latency-budget", "0.5"]
+
+
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("magnitude", []),
+        ("halp", ["--prune-steps", "2", "--prune-every", "2"]),
+        ("adasap", ["--prune-steps", "2", "--prune-every", "2", "--warmup-epochs", "1"]),
+        ("csam", ["--mask-epochs", "1"]),
+        ("s2ap", ["--score-epochs", "1", "--pgd-train-steps", "1"]),
+    ],
+)
+def test_every_method_meets_its_latency_budget(cli, tmp_path, method, extra):
+    result = cli(["compress", *FAST, "--method", method, *extra, "--out", str(tmp_path / method), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["goal"]["met"] is True
+    assert report["pruned"]["predicted_latency_ms"] <= 0.5 * report["dense"]["predicted_latency_ms"] + 1e-9
+    assert report["pruned"]["params"] < report["dense"]["params"]
