@@ -26,7 +26,7 @@ def profile_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checked(profile_dir, tmp_path_factory):
-    """A resnet18 run with 50 % of the channels removed, and its first check (which exports ONNX)."""
+    """A resnet18 run pruned to 50 % of its predicted cpu-ort latency, and its first check (which exports ONNX)."""
     from typer.testing import CliRunner
 
     from prunekit.cli import app
@@ -34,7 +34,8 @@ def checked(profile_dir, tmp_path_factory):
     from prunekit.settings import make_settings
 
     run = tmp_path_factory.mktemp("r18") / "run"
-    settings = make_settings(model="resnet18", pretrain_epochs=1, epochs=1, input_size=32, prune_ratio=0.5)
+    settings = make_settings(model="resnet18", pretrain_epochs=1, epochs=1, input_size=32, target="cpu-ort",
+                             latency_budget=0.5)
     compress(settings, run, quiet=True, console=Console(quiet=True))
     assert not (run / "pruned.onnx").exists()
     result = CliRunner().invoke(app, ["check", str(run), *CHECK, "--json"], catch_exceptions=False)
@@ -56,10 +57,11 @@ def test_check_measures_a_speedup_on_the_exported_models(checked):
     assert lat["threads"] == 1 and lat["repeats"] == 40
     for side in ("dense", "pruned"):
         assert 0 < lat[side]["median_ms"] <= lat[side]["p90_ms"]
-    assert lat["speedup"] > 1.0, "a run with half of its channels removed must be faster on cpu-ort"
+    assert lat["speedup"] > 1.0, "a run pruned to a 50 % latency budget must be faster on cpu-ort"
     assert lat["speedup"] == pytest.approx(1 / lat["ratio"])
     assert (lat["predicted"] is None) != (lat["predicted_error"] is None)
-    assert lat["budget"]["kind"] == "prune_ratio" and lat["budget"]["value"] == 0.5
+    assert lat["budget"]["kind"] == "latency_budget" and lat["budget"]["value"] == 0.5
+    assert lat["budget"]["met"] in (True, False)
     acc = rec["accuracy"]
     assert acc["n_images"] == 100 and acc["severities"] == [2, 4]
     for side in ("dense", "pruned"):
