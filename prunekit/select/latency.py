@@ -8,8 +8,8 @@ touched by two groups (input from one, output from another) is shared half-and-h
 current widths the group costs add up exactly to the table latency of the layers.
 
 Because the linearisation and the constant (non-table) cost are approximate, the chosen widths
-are checked with the exact predictor on a trial model and the budget is tightened until the
-prediction meets the goal.
+are checked with the exact predictor on a trial model and the knapsack budget is searched (up
+or down) until the prediction is at, or just under, the goal.
 """
 
 from __future__ import annotations
@@ -133,8 +133,13 @@ def select_for_latency(
     min_fraction: float = 0.05,
     max_iterations: int = 8,
     resolution: int = 2000,
+    fill_tolerance: float = 0.02,
 ) -> LatencySelection:
-    """Widths per group maximising kept importance with predicted latency <= `target_ms`."""
+    """Widths per group maximising kept importance with predicted latency <= `target_ms`.
+
+    Stops once a prediction is within `fill_tolerance` (relative) under the target, or after
+    `max_iterations` knapsack solves (each checked with the exact predictor).
+    """
     cost_model = LatencyCostModel(graph, profile, input_shape)
     names, cands, options, fixed_layers = cost_model.options(scores, round_to, min_fraction)
     current = predict_latency(graph.model, profile, input_shape, model_hint=graph.model_name)
@@ -149,20 +154,37 @@ def select_for_latency(
             f"even at the minimum width of every group ({min_ms:.3f} ms predicted)",
             f"ask for at least {min_ms:.3f} ms (a budget of {min_ms / current.total_ms:.2f} of dense)",
         )
-    correction = 0.0
+    # The knapsack's linearised costs are exact only at the current widths: pruning two neighbouring
+    # groups together saves more than the sum of their separate savings, so a solution can land far
+    # *below* the target as well as above it. Search the knapsack budget both ways (shifted by the
+    # prediction error until the target is bracketed, then bisection) for the largest prediction <= target.
+    min_cost = sum(min(c for c, _ in opts) for opts in options)
+    max_cost = sum(max(c for c, _ in opts) for opts in options)
+    budget = target_ms - constant - fixed_layers
+    feasible: float | None = None  # largest knapsack budget known to predict <= target
+    infeasible: float | None = None  # smallest known to predict > target
     best: LatencySelection | None = None
     for it in range(1, max_iterations + 1):
-        budget = target_ms - constant - fixed_layers - correction
-        min_cost = sum(min(c for c, _ in opts) for opts in options)
-        budget = max(budget, min_cost)
+        budget = min(max(budget, min_cost), max_cost)
         choice = solve_grouped_knapsack(options, budget, resolution)
         widths = {n: cands[i][j] for i, (n, j) in enumerate(zip(names, choice, strict=True))}
         keep = widths_to_keep(scores, widths)
         predicted = predict_for_keep(graph, keep, profile, input_shape)
         if predicted <= target_ms:
-            best = LatencySelection(keep, predicted, target_ms, it)
+            if best is None or predicted > best.predicted_ms:
+                best = LatencySelection(keep, predicted, target_ms, it)
+            feasible = budget
+            if predicted >= target_ms * (1.0 - fill_tolerance) or budget >= max_cost:
+                break
+        else:
+            infeasible = budget
+        if feasible is not None and infeasible is not None:
+            nxt = (feasible + infeasible) / 2
+        else:
+            nxt = budget + (target_ms - predicted)
+        if abs(nxt - budget) < 1e-9:
             break
-        correction += predicted - target_ms
+        budget = nxt
     if best is None:
         widths = {n: c[0] for n, c in zip(names, cands, strict=True)}
         keep = widths_to_keep(scores, widths)
