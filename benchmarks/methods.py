@@ -126,6 +126,13 @@ def sam_accuracy(args, weights: Path, seed: int, out: Path) -> list[dict]:
     return rows
 
 
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="digits")
@@ -158,12 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 row = run_one(args, method, budget, seed, weights, args.out, threads)
                 rows.append(row)
+                _write_csv(rows, args.out / "methods.csv")  # as it goes: a long run can be read early
                 console.print(f"  {method:9s} budget {budget} seed {seed}: measured {row['measured_ratio']:.3f} "
                               f"acc {row['accuracy']:.3f} corrupted {row['corrupted_accuracy']:.3f} ({row['seconds']:.0f}s)")
-    with open(args.out / "methods.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
     table = Table(title=f"methods on {args.target} ({args.data}, {args.model} @ {args.input_size}px), mean over seeds {args.seeds}")
     for col in ("method", "budget", "predicted", "measured", "met", "MACs", "accuracy", "corrupted", "R_C", "s/run"):
