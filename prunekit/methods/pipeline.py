@@ -251,7 +251,7 @@ def _csam(ctx: Any, model: nn.Module, goal: Goal) -> tuple[PruningGraph, MethodR
                 terms.total.backward()
                 opt.step()
                 clamp_masks_(masks)
-            history.append({"epoch": epoch + 1, "loss": float(terms.total), "stability": terms.stability,
+            history.append({"epoch": epoch + 1, "loss": float(terms.total.detach()), "stability": terms.stability,
                             "ratio": terms.ratio, "consistency": terms.consistency, "l1": terms.l1})
     finally:
         for p, flag in zip(model.parameters(), frozen, strict=True):
