@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from prunekit.errors import PrunekitError
 
@@ -56,14 +57,15 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PrunekitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+            err_console.print(Text.assemble(("error: ", "bold red"), exc.one_line()), highlight=False, soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
         except OSError as exc:
             # File-system trouble the library did not anticipate (a name too long, a full disk...).
             name = str(exc.filename or "")
             name = name if len(name) <= 80 else name[:77] + "..."
             what = exc.strerror or type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {what}" + (f": {name}" if name else ""), highlight=False)
+            err_console.print(Text.assemble(("error: ", "bold red"), what + (f": {name}" if name else "")),
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print(

@@ -1,15 +1,139 @@
-"""`prunekit profile`: placeholder (being written; this file will be replaced)."""
+"""`prunekit profile`: measure a target's latency table for a model, on this machine."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from prunekit.cli.app import app, handle_errors
+import typer
+from rich.table import Table
+
+from prunekit.cli.app import app, emit_json, handle_errors, ui
 from prunekit.errors import PrunekitError
 
 
-@app.command()
+def _input_size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise PrunekitError(f"--input-size {text!r} is not a size", "give one number (224) or HxW (224x224)")
+    return parts[0], parts[1]
+
+
+@app.command("profile")
 @handle_errors
-def profile(json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
-    """Not available in this build yet."""
-    raise PrunekitError("prunekit profile is not available in this build yet")
+def profile_cmd(
+    target: str = typer.Option(
+        ..., "--target", "-t", help="Profile name to create or extend (e.g. cpu-ort, my-orin)."
+    ),
+    runtime: str = typer.Option(
+        "onnxruntime",
+        "--runtime",
+        "-r",
+        help="Runtime to time layers on: onnxruntime (CPU), torch (CUDA if present, "
+        "else CPU), tensorrt (needs TensorRT and an NVIDIA GPU).",
+    ),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="torchvision model whose layers to measure, e.g. resnet18."
+    ),
+    input_size: str = typer.Option("224", "--input-size", help="Input image size: 224 or HxW."),
+    num_classes: int = typer.Option(
+        1000, "--num-classes", help="Classifier outputs (changes the last layer)."
+    ),
+    step: int = typer.Option(
+        8,
+        "--step",
+        help="Channel step of the grid for widths up to --fine-limit; "
+        "wider layers get about 16 points (see profiles/README.md).",
+    ),
+    fine_limit: int = typer.Option(
+        64, "--fine-limit", help="Widths up to this are sampled every --step channels."
+    ),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        help="ONNX Runtime threads; default for a new profile: the fastest of 1/2/4 "
+        "measured on this machine (printed). A profile keeps one thread count.",
+    ),
+    batch_size: int = typer.Option(1, "--batch-size", help="Batch size the table is measured at."),
+    precision: str = typer.Option(
+        None, "--precision", help="fp32 or fp16 (default: fp16 for tensorrt, else fp32)."
+    ),
+    device: str = typer.Option(
+        "auto",
+        "--device",
+        help="For --runtime torch: cuda (exit 2 without a GPU), cpu, or auto (cuda if present).",
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Profile file to write/extend (default: $PRUNEKIT_PROFILE_DIR or "
+        "~/.config/prunekit/profiles/TARGET.json).",
+    ),
+    no_calibrate: bool = typer.Option(
+        False, "--no-calibrate", help="Skip the ONNX Runtime calibration of the non-layer ops."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Measure every layer a model needs on this machine and add it to a target's profile.
+
+    Each Conv/Linear layer kind is timed over a grid of (input, output) channel counts fine
+    enough to show the runtime's latency staircase (warm-up, repeats, robust average). The
+    profile is saved after every layer kind: interrupt and rerun the same command to continue;
+    points already measured are skipped. Example, on a Jetson Orin:
+
+        prunekit profile --target jetson-orin --runtime tensorrt --model resnet50
+    """
+    from prunekit.latency.profiler import profile_model
+
+    console = ui(json_out)
+    hw = _input_size(input_size)
+    run = profile_model(
+        target,
+        runtime,
+        model,
+        hw,
+        step,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        threads=threads,
+        precision=precision,
+        out=out,
+        fine_limit=fine_limit,
+        calibrate=not no_calibrate,
+        console=console,
+        progress=True,
+        device=device,
+    )
+    if json_out:
+        emit_json(run.to_dict())
+        return
+    prof = run.profile
+    table = Table(
+        title=f"profile {prof.name} ({prof.runtime}, {prof.precision}, {prof.threads or '-'} threads)"
+    )
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    table.add_row("file", str(run.path))
+    table.add_row("model", f"{run.model} {hw[0]}x{hw[1]}, {num_classes} classes")
+    table.add_row(
+        "layer signatures",
+        f"{len(run.signatures)} needed, {len(run.measured)} measured now ({run.cells_measured} grid points)",
+    )
+    if run.threads_choice:
+        table.add_row("threads", f"{run.threads} (dense ms by threads: {run.threads_choice})")
+    if run.dense_measured_ms is not None:
+        pred = run.dense_predicted_ms
+        err = f" ({(pred / run.dense_measured_ms - 1) * 100:+.1f} %)" if pred else ""
+        table.add_row(
+            "dense latency",
+            f"measured {run.dense_measured_ms:.3f} ms, predicted "
+            f"{pred if pred is None else f'{pred:.3f}'} ms{err}",
+        )
+    if run.seeded_from:
+        table.add_row("seeded from", run.seeded_from)
+    console.print(table)

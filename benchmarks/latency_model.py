@@ -1,0 +1,241 @@
+"""How good is the latency predictor? Predicted vs measured end-to-end latency, side by side.
+
+    python benchmarks/latency_model.py                      # cpu-ort, 5 architectures x 5 variants
+    python benchmarks/latency_model.py --models resnet18 --repeats 30
+
+For each torchvision architecture (224x224, batch 1, 1000 classes; latency does not depend on
+the weights, so they are untrained) the dense model and four pruned copies made with
+Torch-Pruning (magnitude importance):
+
+    uniform-30      30 % of the channels of every group removed, no rounding (odd widths)
+    uniform-50/r8   50 % removed, widths rounded to multiples of 8
+    uneven          per-layer ratios cycling 10 % / 35 % / 60 % (odd widths)
+    uneven-70/r16   per-layer ratios cycling 50 % / 70 % / 85 %, widths multiples of 16
+
+are exported to ONNX, timed on ONNX Runtime with the profile's thread count (each pruned model
+interleaved with the dense one in the same process, warm-up, median of many runs), and
+predicted from the profile (`prunekit.latency.predict_latency`). The table shows both and the
+error of each, against the median of the measured runs and against the mean of the fastest
+30 % of runs (the statistic the table itself is built with: on a machine shared with other
+jobs it estimates the quiet-machine latency); the summary gives the median and worst absolute
+error of each (targets: <= 5 % median, <= 15 % worst). Results also go to
+benchmarks/results/latency_model.{csv,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+warnings.filterwarnings("ignore")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from prunekit.latency.measure import measure_pair, model_to_onnx  # noqa: E402
+from prunekit.latency.predict import predict_latency  # noqa: E402
+from prunekit.latency.profile import load_profile  # noqa: E402
+from prunekit.latency.profiler import build_torchvision, cpu_model  # noqa: E402
+
+MODELS = ["resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "googlenet"]
+LEVELS: list[tuple[str, float, tuple[float, ...] | None, int | None]] = [
+    ("uniform-30", 0.30, None, None),
+    ("uniform-50/r8", 0.50, None, 8),
+    ("uneven", 0.35, (0.10, 0.35, 0.60), None),
+    ("uneven-70/r16", 0.70, (0.50, 0.70, 0.85), 16),
+]
+
+
+def prune(
+    model: nn.Module,
+    shape: tuple[int, int, int, int],
+    ratio: float,
+    cycle: tuple[float, ...] | None,
+    round_to: int | None,
+) -> nn.Module:
+    """A Torch-Pruning magnitude-pruned copy; `cycle` gives uneven per-layer ratios."""
+    import torch_pruning as tp
+
+    m = copy.deepcopy(model).eval()
+    x = torch.zeros(shape)
+    head = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1:]
+    ratio_dict = None
+    if cycle:
+        convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
+        ratio_dict = {mod: cycle[i % len(cycle)] for i, mod in enumerate(convs)}
+    pruner = tp.pruner.MagnitudePruner(
+        m,
+        x,
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=ratio,
+        pruning_ratio_dict=ratio_dict,
+        ignored_layers=head,
+        round_to=round_to,
+    )
+    pruner.step()
+    return m
+
+
+def macs(model: nn.Module, shape: tuple[int, int, int, int]) -> float:
+    from prunekit.latency.layers import enumerate_layers
+
+    return sum(s.macs for s in enumerate_layers(model, shape)) / 1e9
+
+
+def _err(pct: float) -> str:
+    style = "red" if abs(pct) > 15 else ("yellow" if abs(pct) > 5 else "")
+    return f"[{style}]{pct:+.1f} %[/]" if style else f"{pct:+.1f} %"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Latency predictor vs measurement on a target profile.")
+    ap.add_argument("--profile", default="cpu-ort")
+    ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    console = Console(width=150)
+    prof = load_profile(args.profile)
+    threads = prof.threads or 1
+    torch.set_num_threads(1)
+    shape = (prof.batch_size, 3, args.size, args.size)
+    console.print(
+        f"profile {prof.name} ({prof.runtime}, {prof.provenance.kind} on "
+        f"{prof.provenance.device_model}); this machine: {cpu_model()}, {os.cpu_count()} cores, "
+        f"{threads} ONNX Runtime thread(s); load average {os.getloadavg()[0]:.1f}"
+    )
+    rows = []
+    t_start = time.time()
+    for name in args.models:
+        dense = build_torchvision(name, 1000)
+        dense_onnx = model_to_onnx(dense, shape)
+        dense_pred = predict_latency(dense, prof, shape, model_hint=name)
+        variants: list[tuple[str, nn.Module | None, str]] = [("dense", dense, "")]
+        for label, ratio, cycle, round_to in LEVELS:
+            try:
+                variants.append((label, prune(dense, shape, ratio, cycle, round_to), ""))
+            except Exception as exc:  # a model Torch-Pruning cannot handle is reported, not fatal
+                variants.append((label, None, f"pruning failed: {str(exc).splitlines()[0]}"))
+        dense_times = []
+        for label, model, err in variants:
+            if model is None:
+                rows.append({"model": name, "variant": label, "error": err})
+                continue
+            pred = dense_pred if label == "dense" else predict_latency(model, prof, shape, model_hint=name)
+            pair = measure_pair(
+                dense_onnx, model_to_onnx(model, shape), threads, shape, warmup=5, repeats=args.repeats
+            )
+            dense_times.append(pair.dense.median_ms)
+            measured = pair.pruned.median_ms
+            fast = pair.pruned.fast_ms
+            rows.append(
+                {
+                    "model": name,
+                    "variant": label,
+                    "gmacs": round(macs(model, shape), 3),
+                    "measured_ms": round(measured, 3),
+                    "measured_fast_ms": round(fast, 3),
+                    "predicted_ms": round(pred.total_ms, 3),
+                    "constant_ms": round(pred.constant_ms, 3),
+                    "error_pct": round((pred.total_ms / measured - 1) * 100, 2),
+                    "error_fast_pct": round((pred.total_ms / fast - 1) * 100, 2),
+                    "measured_ratio": round(pair.ratio, 4),
+                    "predicted_ratio": round(pred.total_ms / dense_pred.total_ms, 4),
+                    "clock": pair.pruned.clock,
+                }
+            )
+            console.print(
+                f"  {name:16s} {label:14s} measured {measured:8.3f} ms (fast {fast:8.3f})  predicted "
+                f"{pred.total_ms:8.3f} ms  ({rows[-1]['error_pct']:+.1f} % / {rows[-1]['error_fast_pct']:+.1f} %)"
+            )
+    ok = [r for r in rows if "error_pct" in r]
+    errs = [abs(r["error_pct"]) for r in ok]
+    errs_fast = [abs(r["error_fast_pct"]) for r in ok]
+    table = Table(
+        title=f"Latency predictor vs measurement on {prof.name} "
+        f"({threads} thread(s), batch {prof.batch_size}, {args.size}x{args.size})"
+    )
+    for col in (
+        "model",
+        "variant",
+        "GMACs",
+        "measured ms (median)",
+        "measured ms (fast 30%)",
+        "predicted ms",
+        "error vs median",
+        "error vs fast",
+        "measured ratio",
+        "predicted ratio",
+    ):
+        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
+    for r in rows:
+        if "error_pct" not in r:
+            table.add_row(r["model"], r["variant"], "", "", "", "", r["error"], "", "", "")
+            continue
+        table.add_row(
+            r["model"],
+            r["variant"],
+            f"{r['gmacs']:.3f}",
+            f"{r['measured_ms']:.3f}",
+            f"{r['measured_fast_ms']:.3f}",
+            f"{r['predicted_ms']:.3f}",
+            _err(r["error_pct"]),
+            _err(r["error_fast_pct"]),
+            f"{r['measured_ratio']:.3f}",
+            f"{r['predicted_ratio']:.3f}",
+        )
+    console.print(table)
+    summary = {
+        "profile": prof.name,
+        "cpu": cpu_model(),
+        "threads": threads,
+        "rows": len(ok),
+        "median_abs_error_pct": round(statistics.median(errs), 2) if errs else None,
+        "max_abs_error_pct": round(max(errs), 2) if errs else None,
+        "median_abs_error_fast_pct": round(statistics.median(errs_fast), 2) if errs_fast else None,
+        "max_abs_error_fast_pct": round(max(errs_fast), 2) if errs_fast else None,
+        "clock": ok[0]["clock"] if ok else None,
+        "seconds": round(time.time() - t_start, 1),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+    for label, med_key, max_key in (
+        ("median of runs", "median_abs_error_pct", "max_abs_error_pct"),
+        ("fastest 30 % of runs", "median_abs_error_fast_pct", "max_abs_error_fast_pct"),
+    ):
+        med, worst = summary[med_key], summary[max_key]
+        verdict = med is not None and med <= 5 and worst <= 15
+        console.print(
+            f"vs measured {label}: median |error| {med} %, worst |error| {worst} % over {len(ok)} "
+            f"models x variants (targets 5 % / 15 %): {'[green]met[/]' if verdict else '[red]not met[/]'}"
+        )
+    console.print(
+        f"clock: {summary['clock']} (cpu = the timing thread's CPU time, see prunekit.latency.measure); "
+        f"'fast' = mean of the fastest 30 % of runs, the same statistic the table's kernel times use, "
+        f"i.e. the estimate of a quiet machine; load average now {summary['load_average']}"
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "latency_model.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "latency_model.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The ONNX Runtime constant model: graph shapes match the runtime's, ops are priced from samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from latency_helpers import INPUT, tiny_profile
+from torch import nn
+
+from prunekit.latency.measure import model_to_onnx, profile_onnx_nodes
+from prunekit.latency.ort_graph import fit_ops, graph_constant, is_table_node, node_features, op_key
+from prunekit.latency.predict import predict_latency
+
+
+def odd_model() -> nn.Module:
+    """Odd widths force layout reorders and un-fused element-wise ops in ONNX Runtime."""
+    return nn.Sequential(
+        nn.Conv2d(3, 18, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(18, 21, 3, padding=1),
+        nn.SiLU(),
+        nn.Conv2d(21, 21, 3, padding=1, groups=21),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(21, 4),
+    ).eval()
+
+
+def test_graph_elements_match_the_runtime_profiler():
+    data = model_to_onnx(odd_model(), INPUT)
+    nodes, opt_bytes = profile_onnx_nodes(data, 1, INPUT, warmup=1, repeats=3)
+    opt = onnx.load_from_string(opt_bytes)
+    predicted = {name: (key, melems) for name, key, melems in node_features(opt, INPUT, block=16)}
+    by_name = {n.name: n for n in opt.graph.node}
+    checked = 0
+    for rec in nodes:
+        node = by_name.get(rec["name"])
+        if node is None or is_table_node(node):
+            continue
+        a = rec["inputs"][0] if rec["inputs"] else []
+        b = rec["outputs"][0] if rec["outputs"] else []
+        el = max(int(np.prod(a)) if a else 0, int(np.prod(b)) if b else 0) / 1e6
+        key, melems = predicted[rec["name"]]
+        assert key == op_key(node)
+        assert melems == pytest.approx(el), rec["name"]
+        checked += 1
+    assert checked >= 3
+
+
+def test_graph_constant_prices_every_non_table_node():
+    prof = tiny_profile()
+    prof.constant.method = "ort-graph"
+    prof.constant.samples = {"nchwc:ReorderOutput": [[0.01, 0.01], [0.02, 0.02]], ":Flatten": [[0.0, 0.001]]}
+    prof.constant.overhead_samples = [[10.0, 0.02], [20.0, 0.04]]
+    fit_ops(prof)
+    assert prof.constant.ops["nchwc:ReorderOutput"].b_ms_per_melem == pytest.approx(1.0, rel=1e-3)
+    assert prof.constant.per_node_ms == pytest.approx(0.002)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    ).eval()
+    gc = graph_constant(model, prof, INPUT)
+    assert gc.total_ms > 0 and gc.by_op["overhead"] == pytest.approx(0.002 * gc.nodes)
+    pred = predict_latency(model, prof)
+    assert pred.constant_ms == pytest.approx(gc.total_ms)
+    assert pred.total_ms == pytest.approx(sum(pred.per_layer.values()) + gc.total_ms)
