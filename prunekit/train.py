@@ -25,6 +25,7 @@ from prunekit import distributed as dist_utils
 from prunekit.atomic import atomic_path
 from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
+from prunekit.interrupts import raise_if_requested
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -185,6 +186,7 @@ def fit(
             for step, (x, y) in enumerate(loader):
                 if step >= steps_per_epoch:
                     break
+                raise_if_requested()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if attack is not None:
                     x = attack(model, x, y)

@@ -40,7 +40,7 @@ def test_readme_opens_with_the_two_setup_commands():
 @pytest.mark.parametrize("tokens", _prunekit_commands(), ids=lambda t: " ".join(t[:2]))
 def test_readme_command_flags_exist(cli, tokens):
     command = tokens[1]
-    flags = [t.split("=")[0] for t in tokens[2:] if t.startswith("--")]
+    flags = [t.strip("[]|").split("=")[0] for t in tokens[2:] if t.strip("[]|").startswith("--")]
     result = cli([command, "--help"])
     assert result.exit_code == 0, result.output
     helptext = re.sub(r"\s+", " ", result.output)

@@ -54,6 +54,9 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from prunekit import interrupts
+
+        interrupts.install()
         try:
             return fn(*args, **kwargs)
         except PrunekitError as exc:
