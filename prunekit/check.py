@@ -184,14 +184,9 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], where: str,
 
 # ------------------------------------------------------------------------------------- latency
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from prunekit.latency.profiler import cpu_model
+
+    cpu = cpu_model()
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
     try:
         import torch

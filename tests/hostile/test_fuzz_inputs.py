@@ -5,8 +5,10 @@ Every case ends in success or a one-line error with exit code 2: never a traceba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -54,6 +56,21 @@ def test_numeric_options(cli, tmp_path_factory, option, value):
        value=weird_text)
 def test_text_options(cli, tmp_path_factory, option, value):
     out = tmp_path_factory.mktemp("fuzz") / "run"
+    with _cwd(out.parent):  # relative --out values land in the temporary folder, not the repo
+        _text_option_case(cli, out, option, value)
+
+
+@contextlib.contextmanager
+def _cwd(path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _text_option_case(cli, out, option, value):
     args = ["compress", "--data", "synthetic:16", "--input-size", "16", "--pretrain-epochs", "0", "--epochs", "0"]
     if option != "--out":
         args += ["--out", str(out)]
