@@ -295,12 +295,16 @@ def select_by_ratio(
     """
     if not 0.0 <= ratio < 1.0:
         raise PrunekitError(f"prune ratio must be in [0, 1), got {ratio}")
-    keep: dict[str, torch.Tensor] = {}
-    for name, s in scores.items():
-        width = len(s)
-        k = max(min_keep, int(round(width * (1.0 - ratio))))
-        if round_to > 1 and width > round_to:
-            k = max(round_to, int(round(k / round_to)) * round_to)
-        k = min(k, width)
-        keep[name] = torch.topk(s, k).indices.sort().values
-    return keep
+    return {
+        name: torch.topk(s, min(kept_width(len(s), 1.0 - ratio, round_to, min_keep), len(s))).indices.sort().values
+        for name, s in scores.items()
+    }
+
+
+def kept_width(width: int, keep_fraction: float, round_to: int = 1, min_keep: int = 1) -> int:
+    """Channels kept of `width` at `keep_fraction`, rounded to a multiple of `round_to` where the
+    group is wider than `round_to` (never below `min_keep`, never above `width`)."""
+    k = max(min_keep, int(round(width * keep_fraction)))
+    if round_to > 1 and width > round_to:
+        k = max(round_to, int(round(k / round_to)) * round_to)
+    return min(k, width)

@@ -331,6 +331,29 @@ def require_cuda() -> None:
         )
 
 
+def time_module(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    """Per-run latency samples (ms) of `model(x)`: CUDA events on a GPU, wall clock on the CPU."""
+    samples: list[float] = []
+    with torch.inference_mode():
+        for _ in range(max(0, warmup)):
+            model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+            for _ in range(max(1, repeats)):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(x)
+                end.record()
+                end.synchronize()
+                samples.append(float(start.elapsed_time(end)))
+        else:
+            for _ in range(max(1, repeats)):
+                t0 = time.perf_counter()
+                model(x)
+                samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
 def measure_torch(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -348,24 +371,7 @@ def measure_torch(
     if half:
         model = model.half()
     x = torch.rand(tuple(input_shape), device=dev, dtype=dtype)
-    samples: list[float] = []
-    with torch.inference_mode():
-        for _ in range(max(0, warmup)):
-            model(x)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-            for _ in range(max(1, repeats)):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(x)
-                end.record()
-                end.synchronize()
-                samples.append(float(start.elapsed_time(end)))
-        else:
-            for _ in range(max(1, repeats)):
-                t0 = time.perf_counter()
-                model(x)
-                samples.append((time.perf_counter() - t0) * 1e3)
+    samples = time_module(model, x, warmup, repeats)
     return LatencyStats.from_samples(samples)
 
 

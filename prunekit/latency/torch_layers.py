@@ -7,7 +7,7 @@ its unit is the same triple exported to ONNX and built into an engine.
 
 from __future__ import annotations
 
-import time
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from prunekit.latency.layers import OP_DWCONV, OP_GCONV, OP_LINEAR
+from prunekit.latency.measure import time_module
 
 
 def layer_module(info: dict[str, Any], cin: int, cout: int) -> nn.Module:
@@ -43,27 +44,7 @@ def input_shape_for(info: dict[str, Any], cin: int, batch: int) -> tuple[int, ..
 
 
 def _time_torch(mod: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
-    with torch.inference_mode():
-        for _ in range(warmup):
-            mod(x)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-            samples = []
-            for _ in range(repeats):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                mod(x)
-                b.record()
-                b.synchronize()
-                samples.append(float(a.elapsed_time(b)))
-        else:
-            samples = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                mod(x)
-                samples.append((time.perf_counter() - t0) * 1e3)
-    samples.sort()
-    return samples[len(samples) // 2]
+    return float(statistics.median(time_module(mod, x, warmup, repeats)))
 
 
 def measure_cells_torch(

@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.errors import PrunekitError
-from prunekit.pruning import PruningGraph, count_macs_params, select_by_ratio
+from prunekit.pruning import PruningGraph, count_macs_params, kept_width, select_by_ratio
 from prunekit.select.schedule import exponential_schedule
 
 
@@ -77,10 +76,7 @@ def select(
     widths0 = original_widths or graph.widths()
     keep: dict[str, torch.Tensor] = {}
     for name, s in scores.items():
-        k = max(1, int(round(widths0[name] * keep_frac)))
-        if goal.round_to > 1 and widths0[name] > goal.round_to:
-            k = max(goal.round_to, int(round(k / goal.round_to)) * goal.round_to)
-        k = min(k, len(s))
+        k = min(kept_width(widths0[name], keep_frac, goal.round_to), len(s))
         keep[name] = torch.topk(s.float(), k).indices.sort().values
     return keep, {"keep_fraction": round(keep_frac, 5)}
 
@@ -321,9 +317,3 @@ def _s2ap(ctx: Any, model: nn.Module, goal: Goal) -> tuple[PruningGraph, MethodR
     return graph, MethodResult("s2ap", steps=[info], details={
         "score_epochs": s.score_epochs, "rho": s.s2ap_rho, "pgd_eps": s.pgd_eps,
         "pgd_train_steps": s.pgd_train_steps, "history": history})
-
-
-def check_method_needs(method: str, goal_kind: str) -> None:
-    """Errors a method raises before any training starts."""
-    if method == "halp" and goal_kind != "latency":
-        raise PrunekitError("method 'halp' needs --target and --latency-budget (or --latency-ms)")
