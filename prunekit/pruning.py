@@ -23,9 +23,9 @@ import torch_pruning as tp
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.importance import get_importance
 
 PLAN_FORMAT = "prunekit-plan/1"
-IMPORTANCES = ("magnitude", "taylor")
 
 
 @dataclass
@@ -142,44 +142,16 @@ class PruningGraph:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         max_batches: int = 8,
     ) -> dict[str, torch.Tensor]:
-        """Per-channel importance of every group (higher = keep), normalised by the group mean.
+        """Per-channel importance of every group (higher = keep), on one scale for the whole model.
 
-        `magnitude`: L2 norm of the group's weights per channel. `taylor`: |w * dL/dw| summed over
-        the group (first order), with gradients accumulated over up to `max_batches` batches.
+        A shortcut for `prunekit.importance.get_importance(kind)(self, batches)`; see that module
+        for the definitions (magnitude: output scale x consuming weights; taylor / halp: HALP's
+        BN Taylor score).
         """
-        if kind not in IMPORTANCES:
-            raise PrunekitError(f"unknown importance '{kind}'", f"use one of {', '.join(IMPORTANCES)}")
-        if kind == "magnitude":
-            scorer: tp.importance.Importance = tp.importance.GroupMagnitudeImportance(p=2, normalizer="mean")
-        else:
-            if batches is None:
-                raise PrunekitError("taylor importance needs training batches")
-            scorer = tp.importance.GroupTaylorImportance(normalizer="mean")
-            self._accumulate_grads(batches, loss_fn or nn.functional.cross_entropy, max_batches)
-        scores: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
-            for name, group in self._tp_groups.items():
-                s = scorer(group)
-                if s is None:
-                    s = torch.ones(self.group(name).width)
-                scores[name] = torch.nan_to_num(s.detach().float().cpu(), nan=0.0)
-        if kind == "taylor":
-            self.model.zero_grad(set_to_none=True)
-        return scores
-
-    def _accumulate_grads(
-        self,
-        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        max_batches: int,
-    ) -> None:
-        device = next(self.model.parameters()).device
-        self.model.zero_grad(set_to_none=True)
-        self.model.eval()
-        for i, (x, y) in enumerate(batches):
-            if i >= max_batches:
-                break
-            loss_fn(self.model(x.to(device)), y.to(device)).backward()
+        options: dict[str, object] = {}
+        if kind in ("taylor", "halp"):
+            options = {"max_batches": max_batches, "loss_fn": loss_fn}
+        return get_importance(kind, **options)(self, batches)
 
     # -- removal ---------------------------------------------------------------------------------
     def prune(self, keep: dict[str, torch.Tensor | list[int]]) -> None:

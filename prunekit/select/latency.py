@@ -1,27 +1,37 @@
 """HALP-style selection under a latency budget: a grouped knapsack over the target's latency table.
 
 For every channel group the options are "keep the k most important channels" for k on a grid
-(multiples of `round_to`, so widths land on the runtime's staircase steps); an option's value is
-the sum of its top-k importances, its cost the table latency of the layers the group touches at
-width k, with the neighbouring groups at their current widths (HALP's linearisation). A layer
-touched by two groups (input from one, output from another) is shared half-and-half, so at the
-current widths the group costs add up exactly to the table latency of the layers.
+(multiples of `round_to`, and of the group's own step where whole conv groups must go, so widths
+land on the runtime's staircase steps); an option's value is the sum of its top-k importances,
+its cost the table latency of the layers the group touches at width k, with the neighbouring
+groups at their current widths (HALP's linearisation).
 
-Because the linearisation and the constant (non-table) cost are approximate, the chosen widths
-are checked with the exact predictor on a trial model and the knapsack budget is searched (up
-or down) until the prediction is at, or just under, the goal.
+Costs are *full marginal* costs: a layer L shared by n groups (input from one, output from
+another) is charged to group g as `T_L(g -> k) - (1 - 1/n) * T_L(current)`. At the current widths
+the costs of all groups add up to the table latency of the layers, and the change of each
+group's cost between two widths is exactly that group's table difference (not 1/n of it), so a
+first knapsack solve lands close to the goal.
+
+The knapsack budget is then searched (up or down) against a cheap prediction: the exact table
+sum at the chosen widths plus the non-table constant interpolated in the activation volume
+between two exact predictions (current widths and minimum widths). Only the final choice is
+checked with the exact predictor (an ONNX export for ORT profiles); if the cheap model was off,
+its offset is corrected and the search repeated (bounded). Exact predictions are cached per
+(profile, input shape, model, widths), so a scheduled method reuses the previous step's.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import math
+import weakref
+from dataclasses import dataclass, field
 
 import torch
 
 from prunekit.errors import PrunekitError
 from prunekit.latency.layers import OP_DWCONV, LayerSpec, enumerate_layers
-from prunekit.latency.predict import predict_latency
+from prunekit.latency.predict import LatencyPrediction, predict_latency
 from prunekit.latency.profile import Profile
 from prunekit.pruning import PruningGraph
 from prunekit.select.knapsack import solve_grouped_knapsack
@@ -35,14 +45,26 @@ class LatencySelection:
     predicted_ms: float
     target_ms: float
     iterations: int
+    exact_predictions: int = 0
+    trace: list[dict[str, float]] = field(default_factory=list)
 
 
-def candidate_widths(width: int, round_to: int, min_width: int) -> list[int]:
-    """Widths a group may be pruned to: multiples of `round_to` (and the full width), >= min_width."""
-    step = max(1, round_to)
-    cands = {k for k in range(step, width + 1, step) if k >= min_width}
+def candidate_widths(width: int, round_to: int, min_width: int, step: int = 1) -> list[int]:
+    """Widths a group may be pruned to: multiples of `round_to` (and of the group's own `step`,
+    e.g. channels per conv group), plus the full width, all >= min_width."""
+    step = max(1, int(step))
+    unit = math.lcm(max(1, round_to), step)
+    if unit > width and step > 1:
+        unit = step
+    cands = {k for k in range(unit, width + 1, unit) if k >= min_width}
+    if not cands:
+        cands = {k for k in range(unit, width + 1, unit)}
     cands.add(width)
     return sorted(cands)
+
+
+def _group_step(graph: PruningGraph, name: str) -> int:
+    return int(getattr(graph.group(name), "step", 1) or 1)
 
 
 class LatencyCostModel:
@@ -64,21 +86,38 @@ class LatencyCostModel:
         base = spec.name.split("#")[0]
         return self.cin_groups.get(base, []), self.cout_groups.get(base, [])
 
-    def layer_ms(self, spec: LayerSpec, widths: dict[str, int]) -> float:
+    def _channels(self, spec: LayerSpec, widths: dict[str, int]) -> tuple[int, int]:
         cin_g, cout_g = self._groups_of(spec)
         cout = spec.cout - sum(self.width0[g] - widths[g] for g in cout_g)
         if spec.op == OP_DWCONV:
-            return self.profile.layer_latency(spec.signature, cout, cout)
+            return cout, cout
         cin = spec.cin - sum(self.width0[g] - widths[g] for g in cin_g)
-        return self.profile.layer_latency(spec.signature, max(cin, 1), max(cout, 1))
+        return max(cin, 1), max(cout, 1)
+
+    def layer_ms(self, spec: LayerSpec, widths: dict[str, int]) -> float:
+        cin, cout = self._channels(spec, widths)
+        return self.profile.layer_latency(spec.signature, cin, cout)
 
     def table_ms(self, widths: dict[str, int]) -> float:
+        """Sum of the table latencies of all layers at `widths` (exactly the predictor's layer sum)."""
         return sum(self.layer_ms(spec, widths) for spec in self.layers)
+
+    def activation_elems(self, widths: dict[str, int]) -> float:
+        """Output elements of all layers at `widths`: what the non-table ops (adds, pools, ...) touch."""
+        total = 0.0
+        for spec in self.layers:
+            _, cout = self._channels(spec, widths)
+            total += cout * spec.output_hw[0] * spec.output_hw[1] * spec.rows
+        return total
 
     def options(
         self, scores: dict[str, torch.Tensor], round_to: int, min_fraction: float
     ) -> tuple[list[str], list[list[int]], list[list[tuple[float, float]]], float]:
-        """Per group: candidate widths and (cost, value) options; plus the cost no group affects."""
+        """Per group: candidate widths and (cost, value) options; plus the cost no option changes.
+
+        Cost of width k for group g: sum over the layers L it touches of
+        `T_L(g -> k) - (1 - 1/n_L) * T_L(current)`, n_L = number of groups touching L.
+        """
         touching: dict[str, list[tuple[LayerSpec, float]]] = {}
         fixed = 0.0
         for spec in self.layers:
@@ -93,18 +132,25 @@ class LatencyCostModel:
         for g in self.graph.groups:
             width = self.width0[g.name]
             min_width = max(1, int(round(width * min_fraction)))
-            cands = candidate_widths(width, round_to, min_width)
+            cands = candidate_widths(width, round_to, min_width, _group_step(self.graph, g.name))
             sorted_scores = torch.sort(scores[g.name].float(), descending=True).values
             prefix = torch.cumsum(sorted_scores, 0)
+            layers = touching.get(g.name, [])
+            shared = sum((1.0 - share) * self.layer_ms(spec, self.width0) for spec, share in layers)
             opts = []
             for k in cands:
                 trial = dict(self.width0)
                 trial[g.name] = k
-                cost = sum(share * self.layer_ms(spec, trial) for spec, share in touching.get(g.name, []))
+                cost = sum(self.layer_ms(spec, trial) for spec, _ in layers) - shared
                 opts.append((cost, float(prefix[k - 1])))
+            # A full marginal cost can be negative (the shared part exceeds a small width's cost);
+            # the knapsack needs costs >= 0, so each group's cheapest option becomes 0 and the
+            # shift joins the fixed part.
+            low = min(c for c, _ in opts)
+            fixed += low
             names.append(g.name)
             widths_per_group.append(cands)
-            groups.append(opts)
+            groups.append([(c - low, v) for c, v in opts])
         return names, widths_per_group, groups, fixed
 
 
@@ -113,14 +159,65 @@ def widths_to_keep(scores: dict[str, torch.Tensor], widths: dict[str, int]) -> d
     return {g: torch.topk(scores[g].float(), k).indices.sort().values for g, k in widths.items()}
 
 
+# Exact predictions, memoised per profile object (weakly: a profile that is dropped takes its
+# entries with it). The key is what determines the architecture: model, input shape and widths.
+_EXACT: dict[int, dict[tuple[object, ...], LatencyPrediction]] = {}
+
+
+def _profile_cache(profile: Profile) -> dict[tuple[object, ...], LatencyPrediction]:
+    key = id(profile)
+    if key not in _EXACT:
+        _EXACT[key] = {}
+        weakref.finalize(profile, _EXACT.pop, key, None)
+    return _EXACT[key]
+
+
+def _cache_key(graph: PruningGraph, input_shape: tuple[int, ...], widths: dict[str, int]) -> tuple[object, ...]:
+    return (graph.model_name, type(graph.model).__name__, tuple(input_shape), tuple(sorted(widths.items())))
+
+
+def predict_current(graph: PruningGraph, profile: Profile, input_shape: tuple[int, int, int, int]) -> LatencyPrediction:
+    """Exact prediction of the graph's model as it is now (cached)."""
+    cache = _profile_cache(profile)
+    key = _cache_key(graph, input_shape, graph.widths())
+    if key not in cache:
+        cache[key] = predict_latency(graph.model, profile, input_shape, model_hint=graph.model_name)
+    return cache[key]
+
+
 def predict_for_keep(
     graph: PruningGraph, keep: dict[str, torch.Tensor], profile: Profile, input_shape: tuple[int, int, int, int]
 ) -> float:
-    """Exact profile prediction for the model `graph` would become with `keep` (on a copy)."""
-    trial = copy.deepcopy(graph.model).cpu()
-    tg = PruningGraph(trial, graph.example_input, graph.model_name)
-    tg.prune(keep)
-    return predict_latency(trial, profile, input_shape, model_hint=graph.model_name).total_ms
+    """Exact profile prediction for the model `graph` would become with `keep` (on a copy; cached)."""
+    widths = dict(graph.widths())
+    widths.update({g: len(k) for g, k in keep.items()})
+    cache = _profile_cache(profile)
+    key = _cache_key(graph, input_shape, widths)
+    if key not in cache:
+        trial = copy.deepcopy(graph.model).cpu()
+        tg = PruningGraph(trial, graph.example_input, graph.model_name)
+        tg.prune(keep)
+        cache[key] = predict_latency(trial, profile, input_shape, model_hint=graph.model_name)
+    return cache[key].total_ms
+
+
+class _CheapPredictor:
+    """Table sum (exact) + constant interpolated in activation volume between two exact points."""
+
+    def __init__(self, cost_model: LatencyCostModel, exact: list[tuple[dict[str, int], float]]) -> None:
+        self.cost_model = cost_model
+        self.points = [(cost_model.activation_elems(w), total - cost_model.table_ms(w)) for w, total in exact]
+        self.offset = 0.0
+
+    def constant(self, widths: dict[str, int]) -> float:
+        (a0, c0), (a1, c1) = self.points[0], self.points[-1]
+        a = self.cost_model.activation_elems(widths)
+        if abs(a0 - a1) < 1e-9:
+            return c0
+        return c0 + (c1 - c0) * (a - a0) / (a1 - a0)
+
+    def __call__(self, widths: dict[str, int]) -> float:
+        return self.cost_model.table_ms(widths) + self.constant(widths) + self.offset
 
 
 def select_for_latency(
@@ -131,48 +228,104 @@ def select_for_latency(
     target_ms: float,
     round_to: int = 8,
     min_fraction: float = 0.05,
-    max_iterations: int = 8,
+    max_iterations: int = 24,
     resolution: int = 2000,
     fill_tolerance: float = 0.02,
+    max_exact: int = 4,
 ) -> LatencySelection:
     """Widths per group maximising kept importance with predicted latency <= `target_ms`.
 
-    Stops once a prediction is within `fill_tolerance` (relative) under the target, or after
-    `max_iterations` knapsack solves (each checked with the exact predictor).
+    The knapsack budget is searched against the cheap predictor until its prediction is within
+    `fill_tolerance` (relative) under the target; the choice is then checked exactly, at most
+    `max_exact` times (each mismatch corrects the cheap predictor's offset).
     """
-    cost_model = LatencyCostModel(graph, profile, input_shape)
-    names, cands, options, fixed_layers = cost_model.options(scores, round_to, min_fraction)
-    current = predict_latency(graph.model, profile, input_shape, model_hint=graph.model_name)
-    constant = current.constant_ms
+    current = predict_current(graph, profile, input_shape)
     if current.total_ms <= target_ms:
         keep = {g: torch.arange(w) for g, w in graph.widths().items()}
         return LatencySelection(keep, current.total_ms, target_ms, 0)
-    min_ms = _minimum_reachable(graph, scores, cands, names, profile, input_shape)
+    cost_model = LatencyCostModel(graph, profile, input_shape)
+    names, cands, options, fixed_layers = cost_model.options(scores, round_to, min_fraction)
+    min_widths = {n: c[0] for n, c in zip(names, cands, strict=True)}
+    min_ms = predict_for_keep(graph, widths_to_keep(scores, min_widths), profile, input_shape)
     if min_ms > target_ms:
         raise PrunekitError(
             f"latency goal {target_ms:.3f} ms is below what {graph.model_name} reaches on {profile.name} "
             f"even at the minimum width of every group ({min_ms:.3f} ms predicted)",
             f"ask for at least {min_ms:.3f} ms (a budget of {min_ms / current.total_ms:.2f} of dense)",
         )
-    # The knapsack's linearised costs are exact only at the current widths: pruning two neighbouring
-    # groups together saves more than the sum of their separate savings, so a solution can land far
-    # *below* the target as well as above it. Search the knapsack budget both ways (shifted by the
-    # prediction error until the target is bracketed, then bisection) for the largest prediction <= target.
+    cheap = _CheapPredictor(cost_model, [(graph.widths(), current.total_ms), (min_widths, min_ms)])
     min_cost = sum(min(c for c, _ in opts) for opts in options)
     max_cost = sum(max(c for c, _ in opts) for opts in options)
-    budget = target_ms - constant - fixed_layers
-    feasible: float | None = None  # largest knapsack budget known to predict <= target
-    infeasible: float | None = None  # smallest known to predict > target
     best: LatencySelection | None = None
-    for it in range(1, max_iterations + 1):
+    trace: list[dict[str, float]] = []
+    iterations = exact_calls = 0
+    # First guess: the knapsack budget = goal minus everything the knapsack does not price, with
+    # the constant taken at the current widths.
+    budget = target_ms - cheap.constant(graph.widths()) - fixed_layers
+    tried: set[tuple[int, ...]] = set()
+    while exact_calls < max_exact:
+        widths, choice_key, budget, solves = _search_budget(
+            options, names, cands, cheap, target_ms, budget, min_cost, max_cost, resolution, fill_tolerance,
+            max_iterations, trace)
+        iterations += solves
+        keep = widths_to_keep(scores, widths)
+        if choice_key in tried:
+            break
+        tried.add(choice_key)
+        exact = predict_for_keep(graph, keep, profile, input_shape)
+        exact_calls += 1
+        trace.append({"budget": round(budget, 5), "exact_ms": round(exact, 5)})
+        if exact <= target_ms and (best is None or exact > best.predicted_ms):
+            best = LatencySelection(keep, exact, target_ms, iterations)
+        if exact <= target_ms and exact >= target_ms * (1.0 - fill_tolerance):
+            break
+        cheap.offset += exact - cheap(widths)
+    if best is None:
+        keep = widths_to_keep(scores, min_widths)
+        best = LatencySelection(keep, min_ms, target_ms, iterations)
+    best.iterations = iterations
+    best.exact_predictions = exact_calls
+    best.trace = trace
+    return best
+
+
+def _search_budget(
+    options: list[list[tuple[float, float]]],
+    names: list[str],
+    cands: list[list[int]],
+    cheap: _CheapPredictor,
+    target_ms: float,
+    budget: float,
+    min_cost: float,
+    max_cost: float,
+    resolution: int,
+    fill_tolerance: float,
+    max_iterations: int,
+    trace: list[dict[str, float]],
+) -> tuple[dict[str, int], tuple[int, ...], float, int]:
+    """Knapsack budget whose choice the cheap predictor puts at (or just under) the target.
+
+    Shift by the prediction error until the target is bracketed, then bisect; returns the best
+    feasible choice seen (or the cheapest one).
+    """
+    feasible: float | None = None
+    infeasible: float | None = None
+    best: tuple[float, dict[str, int], tuple[int, ...], float] | None = None
+    fallback: tuple[dict[str, int], tuple[int, ...], float] | None = None
+    solves = 0
+    for _ in range(max_iterations):
+        solves += 1
         budget = min(max(budget, min_cost), max_cost)
         choice = solve_grouped_knapsack(options, budget, resolution)
         widths = {n: cands[i][j] for i, (n, j) in enumerate(zip(names, choice, strict=True))}
-        keep = widths_to_keep(scores, widths)
-        predicted = predict_for_keep(graph, keep, profile, input_shape)
+        predicted = cheap(widths)
+        trace.append({"budget": round(budget, 5), "cheap_ms": round(predicted, 5)})
+        key = tuple(int(j) for j in choice)
+        if fallback is None or predicted < fallback[2]:
+            fallback = (widths, key, budget)
         if predicted <= target_ms:
-            if best is None or predicted > best.predicted_ms:
-                best = LatencySelection(keep, predicted, target_ms, it)
+            if best is None or predicted > best[0]:
+                best = (predicted, widths, key, budget)
             feasible = budget
             if predicted >= target_ms * (1.0 - fill_tolerance) or budget >= max_cost:
                 break
@@ -185,11 +338,10 @@ def select_for_latency(
         if abs(nxt - budget) < 1e-9:
             break
         budget = nxt
-    if best is None:
-        widths = {n: c[0] for n, c in zip(names, cands, strict=True)}
-        keep = widths_to_keep(scores, widths)
-        best = LatencySelection(keep, predict_for_keep(graph, keep, profile, input_shape), target_ms, max_iterations)
-    return best
+    if best is not None:
+        return best[1], best[2], best[3], solves
+    assert fallback is not None
+    return (*fallback, solves)
 
 
 def check_reachable(
@@ -198,26 +350,14 @@ def check_reachable(
 ) -> float:
     """Raise before any training when `target_ms` is below the minimum-width model's prediction."""
     scores = {g.name: torch.ones(g.width) for g in graph.groups}
-    cands = [candidate_widths(g.width, round_to, max(1, int(round(g.width * min_fraction)))) for g in graph.groups]
-    names = [g.name for g in graph.groups]
-    min_ms = _minimum_reachable(graph, scores, cands, names, profile, input_shape)
+    widths = {g.name: candidate_widths(g.width, round_to, max(1, int(round(g.width * min_fraction))),
+                                       _group_step(graph, g.name))[0] for g in graph.groups}
+    min_ms = predict_for_keep(graph, widths_to_keep(scores, widths), profile, input_shape)
     if min_ms > target_ms:
-        dense_ms = predict_latency(graph.model, profile, input_shape, model_hint=graph.model_name).total_ms
+        dense_ms = predict_current(graph, profile, input_shape).total_ms
         raise PrunekitError(
             f"latency goal {target_ms:.3f} ms is below what {graph.model_name} reaches on {profile.name} "
             f"even at the minimum width of every group ({min_ms:.3f} ms predicted)",
             f"ask for at least {min_ms:.3f} ms (a --latency-budget of {min_ms / dense_ms:.2f} or more)",
         )
     return min_ms
-
-
-def _minimum_reachable(
-    graph: PruningGraph,
-    scores: dict[str, torch.Tensor],
-    cands: list[list[int]],
-    names: list[str],
-    profile: Profile,
-    input_shape: tuple[int, int, int, int],
-) -> float:
-    widths = {n: c[0] for n, c in zip(names, cands, strict=True)}
-    return predict_for_keep(graph, widths_to_keep(scores, widths), profile, input_shape)
