@@ -12,9 +12,11 @@ Torch-Pruning (magnitude importance):
     uneven          per-layer ratios cycling 10 % / 35 % / 60 % (odd widths)
     uneven-70/r16   per-layer ratios cycling 50 % / 70 % / 85 %, widths multiples of 16
 
-are exported to ONNX, timed on ONNX Runtime with the profile's thread count (each pruned model
-interleaved with the dense one in the same process, warm-up, median of many runs), and
-predicted from the profile (`prunekit.latency.predict_latency`). The table shows both and the
+are exported to ONNX, timed on the profile's runtime (`prunekit.runtimes`, looked up by the
+profile's `runtime`; ONNX Runtime for cpu-ort) with its thread count, each pruned model against
+the dense one in the same process, warm (alternating blocks of consecutive runs, median of each;
+`--timing interleaved` for one run of each in turn), and predicted from the profile
+(`prunekit.latency.predict_latency`). The table shows both and the
 error of each, against the median of the measured runs and against the mean of the fastest
 30 % of runs (the statistic the table itself is built with: on a machine shared with other
 jobs it estimates the quiet-machine latency); the summary gives the median and worst absolute
@@ -45,10 +47,13 @@ warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prunekit.latency.measure import measure_pair, model_to_onnx  # noqa: E402
+from prunekit.deploy.onnx import to_onnx  # noqa: E402
+from prunekit.latency.measure import TimingOptions  # noqa: E402
 from prunekit.latency.predict import predict_latency  # noqa: E402
 from prunekit.latency.profile import load_profile  # noqa: E402
-from prunekit.latency.profiler import build_torchvision, cpu_model  # noqa: E402
+from prunekit.models import build_model  # noqa: E402
+from prunekit.runtimes import Execution, ModelRef, get_runtime  # noqa: E402
+from prunekit.runtimes.machine import cpu_model  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "googlenet"]
 LEVELS: list[tuple[str, float, tuple[float, ...] | None, int | None]] = [
@@ -106,11 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*", default=MODELS)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--timing", choices=["blocks", "interleaved"], default="blocks",
+                    help="blocks: warm, alternating blocks of consecutive runs (default); interleaved: one run each")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     console = Console(width=150)
     prof = load_profile(args.profile)
     threads = prof.threads or 1
+    runtime = get_runtime(prof.runtime)
+    runtime.require()
+    execution = Execution.of_profile(prof, runtime)
+    timing = TimingOptions(mode=args.timing, warmup=5, repeats=args.repeats)
     torch.set_num_threads(1)
     shape = (prof.batch_size, 3, args.size, args.size)
     console.print(
@@ -121,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     t_start = time.time()
     for name in args.models:
-        dense = build_torchvision(name, 1000)
-        dense_onnx = model_to_onnx(dense, shape)
+        dense = build_model(name, 1000).eval()
+        dense_onnx = to_onnx(dense, shape).data
         dense_pred = predict_latency(dense, prof, shape, model_hint=name)
         variants: list[tuple[str, nn.Module | None, str]] = [("dense", dense, "")]
         for label, ratio, cycle, round_to in LEVELS:
@@ -136,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"model": name, "variant": label, "error": err})
                 continue
             pred = dense_pred if label == "dense" else predict_latency(model, prof, shape, model_hint=name)
-            pair = measure_pair(
-                dense_onnx, model_to_onnx(model, shape), threads, shape, warmup=5, repeats=args.repeats
-            )
+            pair = runtime.time_pair(ModelRef(dense, dense_onnx), ModelRef(model), shape, execution, timing)
             dense_times.append(pair.dense.median_ms)
             measured = pair.pruned.median_ms
             fast = pair.pruned.fast_ms
@@ -209,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_abs_error_fast_pct": round(statistics.median(errs_fast), 2) if errs_fast else None,
         "max_abs_error_fast_pct": round(max(errs_fast), 2) if errs_fast else None,
         "clock": ok[0]["clock"] if ok else None,
+        "timing": timing.to_dict(),
         "seconds": round(time.time() - t_start, 1),
         "load_average": round(os.getloadavg()[0], 2),
     }
@@ -223,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             f"models x variants (targets 5 % / 15 %): {'[green]met[/]' if verdict else '[red]not met[/]'}"
         )
     console.print(
-        f"clock: {summary['clock']} (cpu = the timing thread's CPU time, see prunekit.latency.measure); "
+        f"timing: {args.timing}; clock: {summary['clock']} (cpu = the timing thread's CPU time, see "
+        "prunekit.latency.measure); "
         f"'fast' = mean of the fastest 30 % of runs, the same statistic the table's kernel times use, "
         f"i.e. the estimate of a quiet machine; load average now {summary['load_average']}"
     )

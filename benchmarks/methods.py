@@ -5,8 +5,8 @@
     python benchmarks/methods.py --data cifar10:DIR   # a local CIFAR-10 folder instead of digits
 
 For each (method, budget, seed): `compress` from the same pretrained dense model (one per seed),
-then the exported ONNX of dense and pruned timed interleaved in one process on ONNX Runtime with
-the profile's threads (measured latency ratio), clean accuracy, accuracy under a corruption
+then dense and pruned timed in one process on the profile's runtime with its threads, warm
+(alternating blocks of consecutive runs; the measured latency ratio), clean accuracy, accuracy under a corruption
 subset (severity 3) and R_C. Then the per-step cost of SAM / ASAM / the cheaper every-k SAM vs
 SGD, timed interleaved, and the accuracy of the every-k variant vs full SAM after fine-tuning.
 Writes a CSV, a Pareto plot (measured latency ratio vs corrupted accuracy) and prints tables.
@@ -27,11 +27,12 @@ from rich.table import Table
 
 from prunekit.compress import compress_model
 from prunekit.data import load_data
-from prunekit.latency.measure import measure_pair, model_to_onnx
+from prunekit.latency.measure import TimingOptions
 from prunekit.latency.profile import load_profile
 from prunekit.models import build_model
 from prunekit.robustness.metrics import evaluate_corruptions, torch_predictor
 from prunekit.runs import save_weights
+from prunekit.runtimes import Execution, get_runtime
 from prunekit.settings import make_settings
 from prunekit.train import TrainConfig, fit, make_optimizer, train_step
 
@@ -66,8 +67,9 @@ def run_one(args, method: str, budget: float, seed: int, weights: Path, out: Pat
 
     load_weights(dense, weights)
     shape = (1, 3, args.input_size, args.input_size)
-    pair = measure_pair(model_to_onnx(dense.eval(), shape), model_to_onnx(pruned.eval().cpu(), shape),
-                        threads=threads, input_shape=shape, warmup=20, repeats=args.repeats)
+    runtime = get_runtime(load_profile(args.target).runtime)  # warm blocks (prunekit.latency.measure)
+    pair = runtime.time_pair(dense.eval(), pruned.eval().cpu(), shape, Execution(threads),
+                             TimingOptions(warmup=20, repeats=args.repeats))
     loader = data.loader("val", 128, shuffle=False)
     corr = evaluate_corruptions(torch_predictor(pruned.eval().cpu()), loader, CORRUPTIONS, [3], seed=seed)
     return {

@@ -17,10 +17,12 @@ the dense model's latency on the `cpu-ort` profile):
     tp-r8 @latency    round_to=8, pruning_ratio bisected on the *measured* latency until it matches
                       prunekit's measured ratio: what each method keeps (MACs, params) at equal speed
 
-Every pruned model is exported to ONNX and timed against the dense export interleaved in one
-process (`prunekit.latency.measure.measure_pair`: warm-up, then the median of the per-round
-pruned/dense ratios) with the profile's ONNX Runtime thread count. A row meets its budget when the
-measured ratio is <= b x 1.04.
+Every pruned model is exported to ONNX and timed against the dense export in one process on the
+profile's runtime (`prunekit.runtimes`, looked up by the profile's `runtime`), with its thread
+count, warm by default: after a warm-up, blocks of consecutive runs of one model, dense and pruned
+alternating, ratio = median(pruned) / median(dense) (`--timing interleaved`: one run of each in
+turn, the median of the per-round ratios, as before). A row meets its budget when the measured
+ratio is <= b x 1.04.
 
 Accuracy part (`--accuracy`, on by default): the built-in digits data at 32x32 with resnet18 (the
 default small model). Per seed the dense model is pretrained once; prunekit (magnitude + knapsack
@@ -61,11 +63,13 @@ if str(ROOT) not in sys.path:
 import torch_pruning as tp  # noqa: E402
 
 from prunekit.atomic import atomic_path, write_json, write_text  # noqa: E402
+from prunekit.deploy.onnx import to_onnx  # noqa: E402
 from prunekit.errors import PrunekitError  # noqa: E402
-from prunekit.latency.measure import PairStats, measure_pair, model_to_onnx  # noqa: E402
+from prunekit.latency.measure import DEFAULT_BLOCK, PairStats, TimingOptions  # noqa: E402
 from prunekit.latency.predict import predict_latency  # noqa: E402
 from prunekit.latency.profile import MissingSignatureError, Profile, load_profile  # noqa: E402
 from prunekit.pruning import PruningGraph, count_macs_params, find_classifier  # noqa: E402
+from prunekit.runtimes import Execution, ModelRef, get_runtime  # noqa: E402
 from prunekit.select.latency import select_for_latency  # noqa: E402
 
 MODELS = ["resnet18", "mobilenet_v2", "resnet50", "efficientnet_b0"]
@@ -109,24 +113,28 @@ class Row:
 
 @dataclass
 class Timing:
-    """How pruned models are timed against the dense one (ONNX Runtime, interleaved pairs)."""
+    """How pruned models are timed against the dense one (the profile's runtime, warm blocks by default)."""
 
     threads: int = 1
     warmup: int = 10
     repeats: int = 60
     search_repeats: int = 20  # per probe of the equal-latency bisection
+    runtime: str = "onnxruntime"
+    mode: str = "blocks"
+    block: int = DEFAULT_BLOCK
 
     def pair(
         self, dense_onnx: bytes, model: nn.Module, shape: tuple[int, int, int, int], search: bool = False
     ) -> PairStats:
-        return measure_pair(
-            dense_onnx,
-            model_to_onnx(model, shape),
-            self.threads,
-            shape,
+        options = TimingOptions(
+            mode=self.mode,
             warmup=self.warmup if not search else max(2, self.warmup // 2),
             repeats=self.search_repeats if search else self.repeats,
+            block=self.block,
         )
+        rt = get_runtime(self.runtime)
+        return rt.time_pair(ModelRef(onnx=dense_onnx), ModelRef(module=model), shape, Execution(self.threads),
+                            options)
 
 
 @dataclass
@@ -151,7 +159,7 @@ def prepare_dense(name: str, model: nn.Module, shape: tuple[int, int, int, int],
     """Count, export and predict the dense model once; a missing profile signature is recorded."""
     model = model.eval()
     macs, params = count_macs_params(model, torch.zeros(shape))
-    onnx = model_to_onnx(model, shape)
+    onnx = to_onnx(model, shape).data
     predicted, err = None, ""
     try:
         predicted = predict_latency(model, profile, shape, model_hint=name).total_ms
@@ -652,7 +660,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
 
 
 def cpu_name() -> str:
-    from prunekit.latency.profiler import cpu_model
+    from prunekit.runtimes.machine import cpu_model
 
     return cpu_model()
 
@@ -746,6 +754,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="cpu-ort", help="device profile (its thread count is used)")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--quick", action="store_true", help="fewer timed runs, 1 seed / 1 epoch for accuracy")
+    ap.add_argument("--timing", choices=["blocks", "interleaved"], default="blocks",
+                    help="blocks: warm, consecutive runs of one model in alternating blocks (default); "
+                    "interleaved: one run of each in turn")
     ap.add_argument(
         "--latency",
         action=argparse.BooleanOptionalAction,
@@ -773,12 +784,16 @@ def main(argv: list[str] | None = None) -> int:
         warmup=3 if args.quick else 10,
         repeats=20 if args.quick else 60,
         search_repeats=8 if args.quick else 20,
+        runtime=profile.runtime,
+        mode=args.timing,
     )
+    get_runtime(profile.runtime).require()
     machine = machine_line(profile, threads)
     console.print(machine, highlight=False)
     console.print(
-        f"timing: {timing.warmup} warm-up + {timing.repeats} interleaved rounds per row "
-        f"({timing.search_repeats} per equal-latency probe); clock: "
+        f"timing ({timing.mode}): {timing.warmup} warm-up + {timing.repeats} timed runs per model and row"
+        + (f" in blocks of {timing.block}" if timing.mode == "blocks" else ", interleaved")
+        + f" ({timing.search_repeats} per equal-latency probe); clock: "
         f"{'thread CPU time' if threads == 1 else 'wall'}",
         highlight=False,
     )

@@ -44,6 +44,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # again: a writer may have replaced the file (safetensors writes a new 0600 one)
+        os.chmod(tmp, (0o666 | (os.stat(tmp).st_mode & 0o111)) & ~_umask())  # keep an executable bit set
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)

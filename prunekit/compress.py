@@ -24,11 +24,12 @@ from prunekit import distributed as dist_utils
 from prunekit.atomic import write_json
 from prunekit.data import DataBundle, load_data
 from prunekit.errors import PrunekitError
-from prunekit.methods.pipeline import Goal, run_method
+from prunekit.methods import Method, get_method
 from prunekit.models import build_model, count_params, load_weights
 from prunekit.pruning import PruningGraph, apply_plan, count_macs_params
-from prunekit.runs import DEFAULT_ROOT, RunFolder, read_json, save_weights
-from prunekit.settings import CompressSettings
+from prunekit.runs import DEFAULT_ROOT, RunFolder, load_run, read_json, save_weights
+from prunekit.select import Goal
+from prunekit.settings import CompressSettings, upgrade_settings_dict
 from prunekit.train import TrainConfig, evaluate, fit
 
 
@@ -46,6 +47,15 @@ class RunContext:
     quiet: bool
     console: Console
     goal: Goal
+
+    @property
+    def method(self) -> Method:
+        return get_method(self.settings.method)
+
+    @property
+    def options(self) -> Any:
+        """The method's validated options."""
+        return self.settings.options
 
     def train_config(self, epochs: int, optimizer: str = "sgd", lr: float | None = None) -> TrainConfig:
         s = self.settings
@@ -112,6 +122,13 @@ def compress_model(
     size = data.input_size
     stored = s.model_dump()
     stored.update(num_classes=num_classes, input_size=size)
+    folder = RunFolder(Path(out) if out else DEFAULT_ROOT / default_run_name(s))
+    if resume and not force and folder.is_finished():
+        # Nothing left to do: return the finished run's report (its settings must be these).
+        folder.check_settings(stored, upgrade=upgrade_settings_dict)
+        if not quiet and dist_utils.is_main():
+            console.print(f"run folder: {folder.path} (finished earlier: nothing recomputed)", highlight=False)
+        return read_json(folder.report_json, "report"), load_run(folder.path).pruned.to(device)
 
     torch.manual_seed(s.seed)
     model = build_model(s.model, num_classes)
@@ -119,14 +136,13 @@ def compress_model(
     # Fail on an untraceable model, an unknown target or an unreachable budget now, not after
     # an hour of pretraining.
     PruningGraph(copy.deepcopy(model), example, s.model)
-    goal = make_goal(s, model, example)
+    goal = make_goal(s, model, example, console=console, quiet=quiet)
     if s.weights:
         load_weights(model, s.weights)
 
-    folder = RunFolder(Path(out) if out else DEFAULT_ROOT / default_run_name(s))
     resuming = False
     if dist_utils.is_main():
-        resuming = folder.open(stored, resume=resume, force=force)
+        resuming = folder.open(stored, resume=resume, force=force, upgrade=upgrade_settings_dict)
     resuming = dist_utils.broadcast_object(resuming)
     ctx = RunContext(s, data, folder, device, example, num_classes, resuming, quiet, console, goal)
     ctx.log(f"run folder: {folder.path}" + (" (resuming)" if resuming else ""))
@@ -136,6 +152,10 @@ def compress_model(
     pruned, method_info = stage_prune(ctx, model)
     pruned = stage_finetune(ctx, pruned)
     pruned_metrics = measure(ctx, pruned, "pruned")
+    timed = measured_latency(ctx, model, pruned) if dist_utils.is_main() else None
+    if timed is not None:
+        dense_metrics["measured_latency_ms"] = round(timed["dense_ms"], 5)
+        pruned_metrics["measured_latency_ms"] = round(timed["pruned_ms"], 5)
 
     report: dict[str, Any] = {
         "dense": dense_metrics,
@@ -160,21 +180,34 @@ def compress_model(
             "budget": s.latency_budget,
             "met": pruned_metrics["predicted_latency_ms"] <= target_ms + 1e-9,
         }
+        if timed is not None:
+            report["goal"]["measured_ratio"] = round(timed["ratio"], 5)
+            report["goal"]["measured_how"] = timed["how"]
+            if s.latency_budget is not None:
+                report["goal"]["met_measured"] = timed["ratio"] <= s.latency_budget * 1.03
     if dist_utils.is_main():
         folder.finish(report)
     dist_utils.barrier()
     return report, pruned
 
 
-def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor) -> Goal:
-    """The selection goal; a latency goal is checked for reachability before any training."""
+def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, console: Console | None = None,
+              quiet: bool = False) -> Goal:
+    """The selection goal; a latency goal is checked for reachability before any training.
+
+    `--target local` is profiled here on first use; `--verify` / `--measure-cmd` attach the
+    measurement that the final selection is checked (and corrected) with.
+    """
     if s.target is None:
         return Goal(kind="ratio", ratio=s.effective_prune_ratio, ratio_of=s.ratio_of, round_to=s.round_to)
+    from prunekit.latency.local import resolve_target
     from prunekit.latency.predict import predict_latency
-    from prunekit.latency.profile import load_profile
 
-    profile = load_profile(s.target)
-    shape = (profile.batch_size, 3, int(example.shape[-2]), int(example.shape[-1]))
+    size = (int(example.shape[-2]), int(example.shape[-1]))
+    shape = (1, 3, *size)
+    profile = resolve_target(s.target, model, s.model, shape, _num_outputs(model, example), console=console,
+                             quiet=quiet)
+    shape = (profile.batch_size, 3, *size)
     dense_ms = predict_latency(model, profile, shape, model_hint=s.model).total_ms
     if not s.goal_is_latency:
         return Goal(kind="ratio", ratio=s.effective_prune_ratio, ratio_of=s.ratio_of, round_to=s.round_to,
@@ -183,8 +216,27 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor) -> G
     from prunekit.select.latency import check_reachable
 
     check_reachable(PruningGraph(copy.deepcopy(model), example, s.model), profile, shape, target_ms, s.round_to)
+    measure = None
+    if s.verify or s.measure_cmd:
+        import tempfile
+
+        from prunekit.select.verify import VerifyOptions, command_measure, runtime_measure
+
+        dense_arch = copy.deepcopy(model).cpu().eval()
+        if s.measure_cmd:
+            measure = command_measure(s.measure_cmd, shape, dense_arch, tempfile.mkdtemp(prefix="prunekit-verify-"),
+                                      s.measure_timeout)
+        else:
+            measure = runtime_measure(profile, shape, dense_arch)
     return Goal(kind="latency", round_to=s.round_to, profile=profile, input_shape=shape,
-                target_ms=target_ms, dense_ms=dense_ms)
+                target_ms=target_ms, dense_ms=dense_ms, measure=measure,
+                budget=s.latency_budget if measure is not None else None,
+                verify=VerifyOptions(max_tries=s.verify_tries) if measure is not None else None)
+
+
+def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int(model.eval()(example).shape[-1])
 
 
 # -- stages -------------------------------------------------------------------------------------
@@ -236,7 +288,7 @@ def stage_prune(ctx: RunContext, dense: nn.Module) -> tuple[nn.Module, dict[str,
     model = copy.deepcopy(dense).cpu()
     payload = None
     if dist_utils.is_main():
-        graph, result = run_method(ctx, model, ctx.goal)
+        graph, result = ctx.method.run(ctx, model, ctx.goal)
         plan, info = graph.plan(), result.to_dict()
         payload = (plan, info, _state_bytes(model) if dist_utils.is_distributed() else b"")
     if dist_utils.is_distributed():
@@ -272,14 +324,7 @@ def stage_finetune(ctx: RunContext, pruned: nn.Module) -> nn.Module:
     optimizer, rho = s.finetune
     cfg = ctx.train_config(s.epochs, optimizer=optimizer)
     cfg.rho = rho
-    attack = None
-    if s.method == "s2ap":
-        from prunekit.robustness.pgd import pgd_attack
-
-        def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return pgd_attack(model, x, y, eps=s.pgd_eps, steps=s.pgd_train_steps,
-                              step_size=2.5 * s.pgd_eps / s.pgd_train_steps, seed=s.seed)
-
+    attack = ctx.method.finetune_attack(ctx.options, s)
     log = fit(
         pruned,
         ctx.data,
@@ -314,6 +359,30 @@ def measure(ctx: RunContext, model: nn.Module, which: str) -> dict[str, Any]:
         model.to(ctx.device)
         out["predicted_latency_ms"] = round(pred.total_ms, 5)
     return out
+
+
+def measured_latency(ctx: RunContext, dense: nn.Module, pruned: nn.Module) -> dict[str, Any] | None:
+    """Dense and pruned timed warm on the target's runtime, where this machine is the target.
+
+    That is: `--verify` (timed here) or a profile measured on this very device (`local`, or
+    `cpu-ort` on its build machine). None elsewhere (a Jetson profile on a laptop, --measure-cmd).
+    """
+    profile = ctx.goal.profile
+    if profile is None or ctx.settings.measure_cmd:
+        return None
+    from prunekit.runtimes import Execution, ModelRef, get_runtime
+
+    rt = get_runtime(profile.runtime)
+    if rt.available() is not None:
+        return None
+    ex = Execution.of_profile(profile, rt)
+    here = profile.provenance.kind == "measured" and profile.provenance.device_model == rt.device_model(ex.device)
+    if not (ctx.settings.verify or here):
+        return None
+    a, b = copy.deepcopy(dense).cpu().eval(), copy.deepcopy(pruned).cpu().eval()
+    pair = rt.time_pair(ModelRef(module=a), ModelRef(module=b), ctx.goal.input_shape, ex)
+    return {"dense_ms": pair.dense.median_ms, "pruned_ms": pair.pruned.median_ms, "ratio": pair.ratio,
+            "how": f"{rt.describe(ex)}, warm blocks, ratio of medians"}
 
 
 def _stage_logs(folder: RunFolder) -> dict[str, Any]:

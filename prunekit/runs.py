@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,40 @@ class RunFolder:
     def stages_done(self) -> list[str]:
         return list(self.state().get("stages_done", []))
 
-    def open(self, settings: dict[str, Any], *, resume: bool, force: bool) -> bool:
+    def check_settings(
+        self, settings: dict[str, Any], upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    ) -> None:
+        """Refuse to continue (or reuse) the run in this folder with other settings than its own.
+
+        `upgrade` brings the saved settings to the current form first (older run folders)."""
+        saved = self.state().get("settings", {})
+        if not isinstance(saved, dict):
+            raise PrunekitError(f"{self.run_json} has no usable settings", "use --force to start over")
+        if upgrade is not None:
+            saved = upgrade(saved)
+        # How candidates are timed (--measure-cmd, its timeout) may be fixed before resuming.
+        free = ("resume", "force", "json", "measure_cmd", "measure_timeout")
+        diff = [k for k in settings if k not in free and saved.get(k) != settings[k]]
+        if diff:
+            raise PrunekitError(
+                f"cannot resume {self.path}: setting '{diff[0]}' differs from the run in it "
+                f"({saved.get(diff[0])!r} vs {settings[diff[0]]!r})",
+                "rerun with the same options, or use --force to start over",
+            )
+
+    def open(
+        self,
+        settings: dict[str, Any],
+        *,
+        resume: bool,
+        force: bool,
+        upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> bool:
         """Prepare the folder for a run with `settings`. Returns True when resuming.
 
-        Refuses to overwrite a finished run without `force`, and to silently restart an
-        unfinished one without `resume` or `force`.
+        Refuses to overwrite a finished run without `force` (compress returns a finished run's
+        report on `resume` before getting here), and to silently restart an unfinished one
+        without `resume` or `force`.
         """
         if self.path.exists() and not self.path.is_dir():
             raise PrunekitError(f"output path {self.path} exists and is not a folder", "choose another --out")
@@ -86,19 +116,13 @@ class RunFolder:
             if force:
                 shutil.rmtree(self.path)
             elif resume and self.exists() and not self.is_finished():
-                saved = self.state().get("settings", {})
-                diff = [k for k in settings if k not in ("resume", "force", "json") and saved.get(k) != settings[k]]
-                if diff:
-                    raise PrunekitError(
-                        f"cannot resume {self.path}: setting '{diff[0]}' differs from the interrupted run "
-                        f"({saved.get(diff[0])!r} vs {settings[diff[0]]!r})",
-                        "rerun with the same options, or use --force to start over",
-                    )
+                self.check_settings(settings, upgrade)
                 self.remove_stale_temporaries()
                 return True
             elif self.is_finished():
                 raise PrunekitError(
-                    f"{self.path} already holds a finished run", "use --force to overwrite it or --out for a new folder"
+                    f"{self.path} already holds a finished run",
+                    "use --resume to get its report, --force to overwrite it or --out for a new folder",
                 )
             elif self.exists():
                 raise PrunekitError(
@@ -133,7 +157,8 @@ class RunFolder:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    """Atomically write a model's state dict as safetensors (no pickled code)."""
+    """Atomically write a model's state dict as safetensors (no pickled code), readable like the
+    JSON files (0666 minus the umask: atomic_path)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))

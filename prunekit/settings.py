@@ -1,20 +1,41 @@
 """Validated settings of a `compress` run (the `settings` object in report.json).
 
 Validation happens before any data is read or any training starts, and every failure is a
-PrunekitError that names the offending option.
+PrunekitError that names the offending option. The settings common to every run are fields of
+`CompressSettings`; a method's own options live in `method_options`, validated by that method's
+options model (prunekit.methods), so this module knows no method by name.
+
+Run folders written before method options moved there hold every method's options as flat keys
+(`prune_steps`, `rho_max`, `csam_tau`, ...): `upgrade_settings_dict` reads them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from prunekit.errors import PrunekitError
+from prunekit.methods import METHODS, get_method, options_error
 
-METHODS = ("magnitude", "taylor", "halp", "adasap", "csam", "s2ap")
-FINETUNE_OPTIMIZERS = ("sgd", "sam", "asam")
+# SAM/ASAM radius when neither --rho nor the method gives one (ASAM radii are relative to |w|).
+DEFAULT_RHO = {"sgd": 0.05, "sam": 0.05, "asam": 0.5}
+# Method options that were flat keys of the settings before they moved to `method_options`.
+LEGACY_METHOD_KEYS = (
+    "prune_steps", "prune_every", "warmup_epochs", "rho_min", "rho_max", "mask_epochs", "mask_lr", "csam_mu",
+    "csam_eta", "csam_tau", "lambda_stab", "lambda_ratio", "lambda_consist", "score_epochs", "score_lr",
+    "s2ap_rho", "pgd_eps", "pgd_train_steps",
+)
 
 
 class CompressSettings(BaseModel):
@@ -27,7 +48,7 @@ class CompressSettings(BaseModel):
     num_classes: int | None = None
     input_size: int | None = None
     weights: str | None = None
-    method: Literal["magnitude", "taylor", "halp", "adasap", "csam", "s2ap"] = "magnitude"
+    method: str = "magnitude"
     prune_ratio: float | None = None
     ratio_of: Literal["channels", "macs"] = "channels"
     round_to: int = 8
@@ -42,28 +63,21 @@ class CompressSettings(BaseModel):
     finetune_optimizer: Literal["sgd", "sam", "asam"] | None = None
     rho: float | None = None
     sam_every: int = 1
-    # scheduled pruning (halp, adasap)
-    prune_steps: int = 4
-    prune_every: int = 30
-    # adasap
-    warmup_epochs: int = 1
-    rho_min: float = 0.01
-    rho_max: float = 0.5  # paper: 2.0 (ASAM); measured to wreck small models here, see README
-    # csam
-    mask_epochs: int = 1
-    mask_lr: float = 0.05
-    csam_mu: float = 0.5
-    csam_eta: float = 1.0
-    csam_tau: float = 30.0
-    lambda_stab: float = 5.0
-    lambda_ratio: float = 1.0
-    lambda_consist: float = 1.0
-    # s2ap
-    score_epochs: int = 1
-    score_lr: float = 0.1
-    s2ap_rho: float = 0.05
-    pgd_eps: float = 8 / 255
-    pgd_train_steps: int = 3
+    # measured in the loop (prunekit.select.verify): time the selected candidate, correct, select again
+    verify: bool = False
+    verify_tries: int = 4
+    measure_cmd: str | None = None
+    measure_timeout: float = 600.0
+    # the method's own options, validated by its options model (defaults filled in)
+    method_options: dict[str, Any] = Field(default_factory=dict)
+    _options: Any = PrivateAttr(default=None)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v[:60]!r}; choose one of {', '.join(METHODS)}")
+        return v
 
     @field_validator("prune_ratio")
     @classmethod
@@ -86,43 +100,21 @@ class CompressSettings(BaseModel):
             raise ValueError(f"must be a positive finite number, got {v}")
         return v
 
-    @field_validator("rho", "rho_min", "rho_max", "s2ap_rho", "lambda_stab", "lambda_ratio", "lambda_consist",
-                     "csam_eta", "pgd_eps")
+    @field_validator("rho")
     @classmethod
     def _non_negative(cls, v: float | None) -> float | None:
         if v is not None and not (v >= 0 and math.isfinite(v)):
             raise ValueError(f"must be a finite number >= 0, got {v}")
         return v
 
-    @field_validator("mask_lr", "score_lr")
-    @classmethod
-    def _lr(cls, v: float) -> float:
-        if not (v > 0 and math.isfinite(v)):
-            raise ValueError(f"must be a positive finite number, got {v}")
-        return v
-
-    @field_validator("csam_mu")
-    @classmethod
-    def _mu(cls, v: float) -> float:
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"must be in [0, 1] (masks live in [0, 1]), got {v}")
-        return v
-
-    @field_validator("csam_tau")
-    @classmethod
-    def _tau(cls, v: float) -> float:
-        if not 0.0 <= v < 100.0:
-            raise ValueError(f"must be a percentile in [0, 100), got {v}")
-        return v
-
-    @field_validator("pretrain_epochs", "epochs", "warmup_epochs", "mask_epochs", "score_epochs", "prune_every")
+    @field_validator("pretrain_epochs", "epochs")
     @classmethod
     def _epochs(cls, v: int) -> int:
         if not 0 <= v <= 10_000:
             raise ValueError(f"must be between 0 and 10000, got {v}")
         return v
 
-    @field_validator("batch_size", "round_to", "sam_every", "prune_steps", "pgd_train_steps")
+    @field_validator("batch_size", "round_to", "sam_every")
     @classmethod
     def _at_least_one(cls, v: int) -> int:
         if not 1 <= v <= 1_000_000:
@@ -154,27 +146,51 @@ class CompressSettings(BaseModel):
     def _consistent(self) -> CompressSettings:
         if self.latency_budget is not None and self.latency_ms is not None:
             raise ValueError("give either --latency-budget or --latency-ms, not both")
-        has_latency_goal = self.latency_budget is not None or self.latency_ms is not None
-        if has_latency_goal and self.target is None:
+        if self.goal_is_latency and self.target is None:
             raise ValueError("a latency budget needs --target (the device profile to measure it on)")
-        if has_latency_goal and self.prune_ratio is not None:
+        if self.goal_is_latency and self.prune_ratio is not None:
             raise ValueError("give either a latency budget or --prune-ratio, not both")
-        if self.method == "halp" and self.target is None:
-            raise ValueError("method 'halp' prunes to a latency budget and needs --target and --latency-budget")
-        if self.method == "halp" and not has_latency_goal:
-            raise ValueError("method 'halp' needs --latency-budget or --latency-ms")
-        if self.rho_min > self.rho_max:
-            raise ValueError(f"--rho-min ({self.rho_min}) must not exceed --rho-max ({self.rho_max})")
-        if self.pgd_eps > 1.0:
-            raise ValueError(f"--pgd-eps is in [0, 1] pixel units, got {self.pgd_eps}")
+        if (self.verify or self.measure_cmd) and self.latency_budget is None:
+            raise ValueError("--verify / --measure-cmd check a --latency-budget (a ratio measured against the "
+                             "dense model) on --target")
+        if not 1 <= self.verify_tries <= 20:
+            raise ValueError(f"--verify-tries must be between 1 and 20, got {self.verify_tries}")
+        if not (self.measure_timeout > 0 and math.isfinite(self.measure_timeout)):
+            raise ValueError(f"--measure-timeout must be a positive number of seconds, got {self.measure_timeout}")
+        if self.measure_cmd is not None and "{onnx}" not in self.measure_cmd and "{onnx_name}" not in self.measure_cmd:
+            raise ValueError("--measure-cmd must contain {onnx} (or {onnx_name}): where the candidate file goes")
+        method = get_method(self.method)
+        try:
+            options = method.Options.model_validate(self.method_options)
+        except ValidationError as exc:
+            raise ValueError(options_error(exc, method.name)) from None
+        if method.needs_latency_goal and not (self.goal_is_latency and self.target is not None):
+            raise ValueError(
+                f"method '{method.name}' prunes to a latency goal and needs --target and "
+                "--latency-budget (or --latency-ms)"
+            )
+        method.check(options, self)
+        self.method_options = options.model_dump()
+        self._options = options
         return self
 
     @property
+    def options(self) -> Any:
+        """The method's validated options (an instance of its options model)."""
+        return self._options
+
+    @property
     def finetune(self) -> tuple[str, float]:
-        """(optimizer, rho) for fine-tuning: the flags, else the method's default (ASAM rho 0.5 for
-        AdaSAP, SGD otherwise; the paper's ASAM rho 2.0 is available with --rho 2.0)."""
-        opt = self.finetune_optimizer or ("asam" if self.method == "adasap" else "sgd")
-        rho = self.rho if self.rho is not None else (0.5 if opt == "asam" else 0.05)
+        """(optimizer, rho) for fine-tuning: the flags, else the method's defaults, else SGD
+        (rho: 0.5 for ASAM, 0.05 otherwise; the AdaSAP paper's ASAM rho 2.0 is --rho 2.0)."""
+        default_opt, default_rho = get_method(self.method).finetune_defaults(self.options)
+        opt = self.finetune_optimizer or default_opt
+        if self.rho is not None:
+            rho = self.rho
+        elif opt == default_opt and default_rho is not None:
+            rho = default_rho
+        else:
+            rho = DEFAULT_RHO[opt]
         return opt, rho
 
     @property
@@ -199,16 +215,44 @@ _FLAG = {
     "finetune_optimizer": "--finetune-optimizer",
     "sam_every": "--sam-every",
 }
-for _name in ("prune_steps", "prune_every", "warmup_epochs", "rho_min", "rho_max", "mask_epochs", "mask_lr",
-              "csam_mu", "csam_eta", "csam_tau", "lambda_stab", "lambda_ratio", "lambda_consist", "score_epochs",
-              "score_lr", "s2ap_rho", "pgd_eps", "pgd_train_steps"):
-    _FLAG[_name] = "--" + _name.replace("_", "-")
+
+
+def _method_keys() -> set[str]:
+    """Keys that are some method's option (never a common setting's name)."""
+    keys = set(LEGACY_METHOD_KEYS)
+    for method in METHODS.values():
+        keys.update(method.Options.model_fields)
+    return keys - set(CompressSettings.model_fields)
+
+
+def split_flat_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(common settings, method options) from one flat mapping (the pre-`method_options` form).
+
+    Keys of the chosen method's options go to its options; options of other methods are
+    dropped (they never affected a run of this method); anything else stays common (and is
+    refused by validation if it is unknown).
+    """
+    common = {k: v for k, v in values.items() if k != "method_options"}
+    method = common.get("method", CompressSettings.model_fields["method"].default)
+    own = set(METHODS[method].Options.model_fields) if method in METHODS else set()
+    options = dict(values.get("method_options") or {})
+    for key in _method_keys() & set(common):
+        value = common.pop(key)
+        if key in own and key not in options:
+            options[key] = value
+    return common, options
 
 
 def make_settings(**kwargs: Any) -> CompressSettings:
-    """Build CompressSettings, turning pydantic's report into one line naming the CLI flag."""
+    """Build CompressSettings, turning pydantic's report into one line naming the CLI flag.
+
+    Method options go in `method_options={...}`; given as flat keyword arguments (the older
+    form, e.g. `make_settings(method="adasap", rho_max=2.0)`) they are accepted too, and those of
+    other methods are ignored.
+    """
+    common, options = split_flat_options(kwargs)
     try:
-        return CompressSettings(**kwargs)
+        return CompressSettings(**common, method_options=options)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err.get("loc", ())]
@@ -216,3 +260,30 @@ def make_settings(**kwargs: Any) -> CompressSettings:
         flag = _FLAG.get(field, f"--{field.replace('_', '-')}") if field else "options"
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         raise PrunekitError(f"{flag}: {msg}" if field else msg) from None
+
+
+_ADDED_LATER = ("verify", "verify_tries", "measure_cmd", "measure_timeout")
+
+
+def upgrade_settings_dict(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored settings dict (run.json / report.json) in the current form: flat method keys of
+    older runs moved into `method_options`, other methods' keys dropped. Unvalidated: keys a run
+    folder added (num_classes, input_size resolved) are kept as they are."""
+    # Settings added later (measured in the loop) take their defaults in older run folders.
+    later = {k: f.default for k, f in CompressSettings.model_fields.items() if k in _ADDED_LATER}
+    stored = {**later, **stored}
+    if "method_options" in stored and not (_method_keys() & set(stored)):
+        return dict(stored)
+    common, options = split_flat_options(stored)
+    method = METHODS.get(str(common.get("method", "magnitude")))
+    if method is not None:
+        try:  # with the defaults filled in, as a new run stores them
+            options = method.Options.model_validate(options).model_dump()
+        except ValidationError:
+            pass  # left as stored: validation of the settings names the bad key
+    return {**common, "method_options": options}
+
+
+def settings_from_dict(stored: Mapping[str, Any]) -> CompressSettings:
+    """Validated settings from a stored dict, old flat form included."""
+    return make_settings(**upgrade_settings_dict(stored))

@@ -4,7 +4,13 @@
   from its epoch checkpoint ends with the same weights as an uninterrupted one;
 - checkpoints written atomically after every epoch, loaded with `weights_only=True`;
 - AMP on CUDA; DistributedDataParallel when launched by torchrun (only rank 0 writes);
-- optimizers: SGD, or SAM / ASAM through `prunekit.optim.sam.SAM`; optional adversarial examples.
+- optimizers: SGD, or SAM / ASAM through `prunekit.optim.sam.SAM`, or whatever an optimizer
+  factory builds (a method's own SAM variant); optional adversarial examples;
+- a step hook lets a caller act between steps (scheduled pruning) on one continuous optimizer and
+  LR schedule: it may hand back a new optimizer for changed parameters, and the LR schedule goes
+  on where it was.
+
+This module knows nothing about pruning methods.
 """
 
 from __future__ import annotations
@@ -17,8 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from prunekit import distributed as dist_utils
@@ -26,6 +30,7 @@ from prunekit.atomic import atomic_path
 from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
 from prunekit.interrupts import raise_if_requested
+from prunekit.progress import progress_bar
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -47,8 +52,8 @@ class TrainConfig:
     amp: bool = True
     seed: int = 0
     max_steps_per_epoch: int | None = None
-    # AdaSAP: per-output-channel radii from weight magnitude in [rho_min, rho_max] instead of `rho`
-    adaptive_radii: tuple[float, float] | None = None
+    # Train exactly this many steps in total (as many epochs as that takes), instead of `epochs`.
+    max_steps: int | None = None
     # Train in this process only, even under torchrun (used inside rank 0's pruning decisions).
     local: bool = False
 
@@ -65,6 +70,8 @@ class TrainConfig:
             raise PrunekitError(f"--rho must be >= 0, got {self.rho}")
         if self.sam_every < 1:
             raise PrunekitError(f"--sam-every must be >= 1, got {self.sam_every}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise PrunekitError(f"max_steps must be >= 0, got {self.max_steps}")
 
 
 @dataclass
@@ -79,44 +86,47 @@ class TrainLog:
         return asdict(self)
 
 
-def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:
-    """The rich progress bar used by long-running stages."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console or Console(stderr=True),
-        disable=disable or not dist_utils.is_main(),
-        transient=False,
-    )
+OptimizerFactory = Callable[[nn.Module, TrainConfig], torch.optim.Optimizer]
+# step_hook(steps_done, optimizer) runs after every optimizer step (gradients of that step are still
+# in .grad for plain SGD). It may change the model (e.g. remove channels) and then returns the
+# optimizer to go on with (built over the new parameters); None keeps the current one.
+StepHook = Callable[[int, torch.optim.Optimizer], "torch.optim.Optimizer | None"]
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD, or SAM/ASAM wrapping SGD, for the trainable parameters of `model`."""
+    """SGD, or SAM/ASAM (one radius `cfg.rho`) wrapping SGD, for the trainable parameters of `model`
+    (ASAM scales weights only, as its reference implementation)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    base = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    from prunekit.optim.sam import SAM
+        return base
+    from prunekit.optim.sam import SAM, weights_of
 
-    rho: object = cfg.rho
-    if cfg.adaptive_radii is not None:
-        from prunekit.methods.adasap import radius_fn
-
-        weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.requires_grad]
-        rho = radius_fn(weights, rho_min=cfg.adaptive_radii[0], rho_max=cfg.adaptive_radii[1])
-    return SAM(
-        params,
-        torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-        rho=rho,
-        adaptive=cfg.optimizer == "asam",
-        every=cfg.sam_every,
-    )
+    return SAM(params, base, rho=cfg.rho, adaptive=cfg.optimizer == "asam", every=cfg.sam_every,
+               scaled=weights_of(model))
 
 
-def _base(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+def base_optimizer(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer that steps (SAM wraps one); LR schedulers attach to it."""
     return getattr(opt, "base_optimizer", opt)
+
+
+
+def _continue_schedule(
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, old: torch.optim.Optimizer, new: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """The LR schedule of `old`, attached to `new` at the same position and learning rate."""
+    new_base, old_base = base_optimizer(new), base_optimizer(old)
+    if len(new_base.param_groups) != len(old_base.param_groups):
+        raise ValueError("a step hook's optimizer must have as many parameter groups as the one it replaces")
+    for g_new, g_old in zip(new_base.param_groups, old_base.param_groups, strict=True):
+        g_new["initial_lr"] = g_old.get("initial_lr", g_old["lr"])
+    state = scheduler.state_dict()
+    fresh = torch.optim.lr_scheduler.CosineAnnealingLR(new_base, T_max=state["T_max"], eta_min=state["eta_min"])
+    fresh.load_state_dict(state)
+    for g_new, g_old in zip(new_base.param_groups, old_base.param_groups, strict=True):
+        g_new["lr"] = g_old["lr"]
+    return fresh
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[object]:
@@ -136,16 +146,24 @@ def fit(
     device: torch.device | None = None,
     attack: Attack | None = None,
     quiet: bool = False,
+    optimizer_factory: OptimizerFactory | None = None,
+    step_hook: StepHook | None = None,
 ) -> TrainLog:
-    """Train `model` in place for `cfg.epochs` epochs; checkpoint after each epoch.
+    """Train `model` in place for `cfg.epochs` epochs (or `cfg.max_steps` steps); checkpoint after
+    each epoch.
 
     With `resume`, continues from `checkpoint_dir/<stage>.pt` if it exists (the caller must pass a
     model of the same architecture). `attack(model, x, y)` replaces inputs by adversarial ones.
+    `optimizer_factory(model, cfg)` builds the optimizer (default `make_optimizer`: SGD / SAM /
+    ASAM by `cfg.optimizer`). `step_hook` (see `StepHook`) runs after every step; a stage with a
+    step hook that changes the model cannot be checkpointed, so it takes no `checkpoint_dir`.
     """
     cfg.validate()
+    if step_hook is not None and checkpoint_dir is not None:
+        raise ValueError("a stage with a step hook is not checkpointed: pass checkpoint_dir=None")
     device = device or dist_utils.device_for_rank()
     log = TrainLog(stage=stage)
-    if cfg.epochs == 0:
+    if cfg.epochs == 0 if cfg.max_steps is None else cfg.max_steps == 0:
         return log
     model.to(device)
     distributed = dist_utils.is_distributed() and not cfg.local
@@ -154,10 +172,16 @@ def fit(
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    optimizer = make_optimizer(model, cfg)
+    factory = optimizer_factory or make_optimizer
+    optimizer = factory(model, cfg)
     loader = data.loader("train", cfg.batch_size, seed=cfg.seed, distributed=distributed)
     steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(_base(optimizer), T_max=max(1, cfg.epochs * steps_per_epoch))
+    if cfg.max_steps is None:
+        epochs, total_steps = cfg.epochs, cfg.epochs * steps_per_epoch
+    else:  # an empty training set trains nothing, as with epochs
+        epochs = math.ceil(cfg.max_steps / steps_per_epoch) if steps_per_epoch else 0
+        total_steps = cfg.max_steps if steps_per_epoch else 0
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(base_optimizer(optimizer), T_max=max(1, total_steps))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ckpt_path = checkpoint_dir / f"{stage}.pt" if checkpoint_dir else None
@@ -176,15 +200,16 @@ def fit(
         log.epochs = list(state.get("log", []))
         log.resumed_from_epoch = start_epoch
 
+    done = start_epoch * steps_per_epoch
     with progress_bar(disable=quiet) as progress:
-        task = progress.add_task(stage, total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
-        for epoch in range(start_epoch, cfg.epochs):
+        task = progress.add_task(stage, total=total_steps - done, info="")
+        for epoch in range(start_epoch, epochs):
             torch.manual_seed(cfg.seed * 7919 + epoch)
             loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
             train_model.train()
             total_loss, correct, seen = 0.0, 0, 0
             for step, (x, y) in enumerate(loader):
-                if step >= steps_per_epoch:
+                if step >= steps_per_epoch or done >= total_steps:
                     break
                 raise_if_requested()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -193,10 +218,17 @@ def fit(
                     train_model.train()
                 loss, logits = train_step(train_model, optimizer, scaler, x, y, use_amp, device)
                 scheduler.step()
+                done += 1
                 total_loss += loss * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
-                progress.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+                if step_hook is not None:
+                    replacement = step_hook(done, optimizer)
+                    if replacement is not None and replacement is not optimizer:
+                        scheduler = _continue_schedule(scheduler, optimizer, replacement)
+                        optimizer = replacement
+                        train_model.train()
+                progress.update(task, advance=1, info=f"epoch {epoch + 1}/{epochs} loss {loss:.3f}")
             sums = [total_loss, float(correct), float(seen)]
             if distributed:
                 sums = dist_utils.all_reduce_sum(sums, device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -31,9 +32,33 @@ def test_compress_writes_a_complete_run(cli, tmp_path):
     run = load_run(out)
     assert sum(p.numel() for p in run.pruned.parameters()) == report["pruned"]["params"]
 
+    # weights are as readable as the JSON files (0666 minus the umask), not 0600
+    mode = (out / "report.json").stat().st_mode & 0o777
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask
+    for name in ("dense.safetensors", "pruned.safetensors", "pruned_init.safetensors", "checkpoints/finetune.pt"):
+        assert (out / name).stat().st_mode & 0o777 == mode, name
+
     # a finished run is not overwritten without --force
     again = cli(["compress", *FAST, "--out", str(out)])
     assert again.exit_code == 2 and "already holds a finished run" in again.output
+
+    # --resume on a finished run returns its report, recomputing nothing
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    import prunekit.compress as pipeline
+
+    def no_training(*_a, **_k):
+        raise AssertionError("a finished run was recomputed")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "stage_dense", no_training)
+        resumed = cli(["compress", *FAST, "--out", str(out), "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout) == report
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamp
+    other = cli(["compress", *FAST, "--epochs", "2", "--out", str(out), "--resume"])
+    assert other.exit_code == 2 and "setting 'epochs' differs" in other.output
     forced = cli(["compress", *FAST, "--out", str(out), "--force", "--epochs", "0", "--json"])
     assert forced.exit_code == 0
 
@@ -112,3 +137,34 @@ def test_main_job_defaults_reach_90_percent(cli, tmp_path, monkeypatch):
     report = json.loads(result.stdout)
     assert report["pruned"]["accuracy"] >= 0.90
     assert report["pruned"]["macs"] < report["dense"]["macs"]
+
+
+def test_run_folders_with_the_old_flat_settings_still_load_and_resume(cli, tmp_path):
+    """Runs written before method options moved to settings.method_options (every method's
+    options as flat keys) load, and --resume on them finds the same settings."""
+    from prunekit.runs import load_run
+    from prunekit.settings import LEGACY_METHOD_KEYS, settings_from_dict
+
+    out = tmp_path / "old"
+    args = ["compress", *FAST, "--epochs", "0", "--method", "adasap", "--warmup-epochs", "0", "--prune-steps", "2",
+            "--prune-every", "0", "--out", str(out), "--json"]
+    first = cli(args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    legacy = {"prune_steps": 2, "prune_every": 0, "warmup_epochs": 0, "rho_min": 0.01, "rho_max": 0.5,
+              "mask_epochs": 1, "mask_lr": 0.05, "csam_mu": 0.5, "csam_eta": 1.0, "csam_tau": 30.0,
+              "lambda_stab": 5.0, "lambda_ratio": 1.0, "lambda_consist": 1.0, "score_epochs": 1, "score_lr": 0.1,
+              "s2ap_rho": 0.05, "pgd_eps": 8 / 255, "pgd_train_steps": 3}
+    assert set(legacy) == set(LEGACY_METHOD_KEYS)
+    state = json.loads((out / "run.json").read_text())
+    flat = {k: v for k, v in state["settings"].items() if k != "method_options"}
+    flat.update(legacy)
+    state["settings"] = flat
+    (out / "run.json").write_text(json.dumps(state))
+    run = load_run(out)
+    assert run.settings["prune_steps"] == 2
+    upgraded = settings_from_dict(run.settings)
+    assert upgraded.method == "adasap" and upgraded.options.prune_steps == 2 and upgraded.options.warmup_epochs == 0
+    resumed = cli([*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout) == report

@@ -94,3 +94,38 @@ def test_bad_plan_is_rejected():
     plan = {"format": "prunekit-plan/1", "history": [["layer9.conv", True, [0]]]}
     with pytest.raises(PrunekitError, match="does not match"):
         apply_plan(build_model("resnet18", 10), plan, torch.zeros(1, 3, 32, 32), "resnet18")
+
+
+def test_widths_honour_a_group_unit():
+    from prunekit.pruning import kept_width
+
+    assert kept_width(128, 0.7, round_to=8, step=32) == 96  # multiples of lcm(8, 32)
+    assert kept_width(440, 0.7, round_to=8, step=55) == 330  # lcm(8, 55) = 440: multiples of 55
+    assert kept_width(64, 0.1, step=16) == 16  # at least one unit
+    keep = select_by_ratio({"g": torch.rand(96)}, 0.5, round_to=8, steps={"g": 24})
+    assert len(keep["g"]) == 48
+
+
+def test_legal_keep_takes_the_units_holding_most_kept_channels():
+    from prunekit.pruning import ChannelGroup, legal_keep, legal_remove
+
+    g = ChannelGroup("g", 8, step=2, units=[[0, 4], [1, 5], [2, 6], [3, 7]])
+    assert legal_keep(g, {0, 4, 1, 2}) == {0, 4, 1, 5}  # 4 channels -> 2 units: {0, 4} whole, then {1, 5}
+    assert legal_keep(g, {7}) == {3, 7}
+    assert legal_keep(ChannelGroup("h", 8), {1, 2}) == {1, 2}
+    assert legal_remove(g, {0}) == {0, 4}
+
+
+def test_the_model_must_still_run_after_pruning():
+    class Broken(nn.Module):  # reads a channel count that pruning changes, as some custom models do
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 16, 3), nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((2, 3))[:, :16].reshape(-1, 16))
+
+    model = Broken()
+    graph = PruningGraph(model, torch.zeros(1, 3, 8, 8), "broken")
+    with pytest.raises(PrunekitError, match="unable to run"):
+        graph.prune({"conv": torch.arange(8)})

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -74,3 +76,70 @@ def test_bad_config_and_bad_checkpoint(tmp_path):
     with pytest.raises(PrunekitError, match="cannot resume"):
         fit(build_model("resnet18", 2), data, TrainConfig(epochs=1), stage="t", checkpoint_dir=tmp_path,
             resume=True, quiet=True)
+
+
+def _lr_trace(monkeypatch) -> list[float]:
+    """Learning rates seen by every optimisation step (recorded around train_step)."""
+    import prunekit.train as train
+
+    seen: list[float] = []
+    real = train.train_step
+
+    def spy(model, optimizer, *args, **kwargs):
+        seen.append(train.base_optimizer(optimizer).param_groups[0]["lr"])
+        return real(model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", spy)
+    return seen
+
+
+def test_optimizer_factory_and_max_steps(monkeypatch):
+    data = load_data("synthetic:64", 16, 4)
+    built = []
+
+    def factory(model, cfg):
+        built.append(cfg.lr)
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr)
+
+    lrs = _lr_trace(monkeypatch)
+    fit(_model(), data, TrainConfig(epochs=1, max_steps=7, batch_size=16, lr=0.1), stage="f", quiet=True,
+        optimizer_factory=factory)
+    assert built == [0.1]
+    assert len(lrs) == 7  # 7 steps over two epochs of 4 batches, one cosine schedule over all 7
+    assert lrs[0] == pytest.approx(0.1) and all(b < a for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_step_hook_replacing_the_optimizer_keeps_the_lr_schedule(monkeypatch):
+    data = load_data("synthetic:64", 16, 4)
+    cfg = TrainConfig(epochs=1, max_steps=8, batch_size=16, lr=0.1)
+    plain = _lr_trace(monkeypatch)
+    fit(_model(), data, cfg, stage="a", quiet=True)
+    reference = list(plain)
+    plain.clear()
+    calls = []
+
+    def hook(done, optimizer):
+        calls.append(done)
+        if done in (3, 6):
+            from prunekit.train import make_optimizer
+
+            return make_optimizer(model, cfg)  # what a pruning step does after removing channels
+        return None
+
+    model = _model()
+    fit(model, data, cfg, stage="b", quiet=True, step_hook=hook)
+    assert calls == list(range(1, 9))
+    assert plain == pytest.approx(reference)  # one continuous cosine schedule, not restarted
+    with pytest.raises(ValueError):
+        fit(model, data, cfg, stage="c", quiet=True, step_hook=hook, checkpoint_dir=Path("unused"))
+
+
+def test_train_knows_nothing_of_methods():
+    import ast
+
+    import prunekit.train as train
+
+    tree = ast.parse(Path(train.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not any(m.startswith("prunekit.methods") for m in imported)
+    assert "adaptive_radii" not in TrainConfig.__dataclass_fields__

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prunekit.cli import check, compress, eval, export, profile, targets  # noqa: F401  (registration)
+from prunekit.cli import check, compress, eval, export, measure, profile, targets  # noqa: F401  (registration)
 from prunekit.cli.app import app
 
 

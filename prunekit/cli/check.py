@@ -10,33 +10,12 @@ from prunekit.check import (
     DEFAULT_MAX_ACCURACY_DROP,
     DEFAULT_MAX_LATENCY_REGRESSION,
     DEFAULT_REPEATS,
+    DEFAULT_TIMING,
     DEFAULT_WARMUP,
 )
 from prunekit.cli.app import app, emit_json, err_console, handle_errors, ui
 from prunekit.errors import PrunekitError
-
-
-def parse_corruptions(text: str | None) -> list[str] | None:
-    """'a,b' -> [a, b]; 'all' -> the 19 corruptions; None/'' -> the benchmark's 15 (default)."""
-    from prunekit.robustness.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
-
-    if text is None or not text.strip():
-        return None
-    if text.strip() == "all":
-        return list(ALL_CORRUPTIONS)
-    if text.strip() == "benchmark":
-        return list(CORRUPTIONS)
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def parse_severities(text: str) -> list[int]:
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise PrunekitError(f"--severities must be a comma-separated list of 1..5, got {text!r}") from None
-    if not values:
-        raise PrunekitError("--severities is empty", "e.g. --severities 1,3,5")
-    return values
+from prunekit.latency.measure import DEFAULT_BLOCK
 
 
 @app.command()
@@ -54,26 +33,31 @@ def check(
     max_accuracy_drop: float = typer.Option(
         DEFAULT_MAX_ACCURACY_DROP, help="Allowed absolute drop of the pruned model's accuracy vs the baseline, "
         "clean and corrupted (mean over shared cells): 0.01 = one percentage point."),
-    corruptions: str | None = typer.Option(None, help="Comma-separated corruptions, 'all' (19), or default: the "
-                                           "benchmark's 15 (ImageNet-C / CIFAR-10-C)."),
+    corruptions: str | None = typer.Option(None, help="Comma-separated corruptions, 'benchmark' (the 15 of "
+                                           "ImageNet-C / CIFAR-10-C, the default) or 'all' (19)."),
     severities: str = typer.Option("1,2,3,4,5", help="Comma-separated severities 1..5."),
     limit: int | None = typer.Option(None, help="Evaluate only the first N validation images (same N as the baseline)."),
     repeats: int = typer.Option(DEFAULT_REPEATS, help="Timed runs per model (median and p90 are reported)."),
     warmup: int = typer.Option(DEFAULT_WARMUP, help="Untimed warm-up runs per model."),
+    timing: str = typer.Option(DEFAULT_TIMING, help="blocks: warm, like trtexec - consecutive runs of one model, "
+                               "dense and pruned alternating in blocks of --block runs, ratio of the medians. "
+                               "interleaved: one run of each in turn (each run follows the other model: cold)."),
+    block: int = typer.Option(DEFAULT_BLOCK, help="Consecutive timed runs per block (--timing blocks)."),
     seed: int = typer.Option(0, help="Seed of the corruption suite (same seed, same corrupted images)."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Write RUN/check.png (latency bars, accuracy per corruption)."),
     json_out: bool = typer.Option(False, "--json", help="Print check.json's content as one JSON object on stdout."),
 ) -> None:
     """Measure a run's exported models on a target and, with --baseline, gate CI.
 
-    Times RUN/dense.onnx and RUN/pruned.onnx side by side on the target's runtime (warm-up, then median and p90), shows the measured speedup next to the profile's predicted one and the run's budget, and evaluates the exported files (not the PyTorch models) on clean and corrupted validation images, with R_C = corrupted / clean accuracy. Writes RUN/check.json and RUN/check.png.
+    Times RUN/dense.onnx and RUN/pruned.onnx on the target's runtime, warm (after a warm-up, blocks of consecutive runs of each model, alternating; median and p90), shows the measured speedup next to the profile's predicted one and the run's budget, and evaluates the exported files (not the PyTorch models) on clean and corrupted validation images, with R_C = corrupted / clean accuracy. Writes RUN/check.json and RUN/check.png.
 
     Exit codes: 0 ok; 1 a metric regressed against --baseline (each is named); 2 bad input (missing or unfinished run, invalid ONNX, malformed or foreign baseline, runtime absent).
     """
     from prunekit.check import check as run_check
     from prunekit.check import check_table
+    from prunekit.progress import progress_bar
+    from prunekit.robustness.spec import parse_corruptions, parse_severities
     from prunekit.runs import RunFolder
-    from prunekit.train import progress_bar
 
     console = ui(json_out)
     if target is None:
@@ -88,13 +72,14 @@ def check(
 
     def tick(which: str, n: int) -> None:
         if which not in tasks:
-            tasks[which] = bar.add_task(f"evaluating {which}.onnx", total=None, info="clean + corrupted")
+            tasks[which] = bar.add_task(f"evaluating {which} (ONNX)", total=None, info="clean + corrupted")
         bar.advance(tasks[which], n)
 
     with bar:
         result = run_check(run, target, baseline=baseline, max_latency_regression=max_latency_regression,
                            max_accuracy_drop=max_accuracy_drop, corruptions=names, severities=sevs, limit=limit,
-                           repeats=repeats, warmup=warmup, seed=seed, plot=plot, progress=tick)
+                           repeats=repeats, warmup=warmup, timing=timing, block=block, seed=seed, plot=plot,
+                           progress=tick)
     if json_out:
         emit_json(result.record)
     else:

@@ -1,17 +1,36 @@
-"""`prunekit compress`: the main job."""
+"""`prunekit compress`: the main job.
+
+The options common to every run are the parameters of `compress` below. `--method` and the
+method options are built from the method registry (prunekit.methods) when this module is
+imported: one flag per field of each method's options model (`rho_max` -> `--rho-max`, its
+description -> the help, in the panel "Method options: <methods>"). Plug-in methods are loaded
+first (`load_plugins`: PRUNEKIT_PLUGINS and the `prunekit.methods` entry points).
+"""
 
 from __future__ import annotations
 
+import inspect
+import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from prunekit.cli.app import app, emit_json, handle_errors, ui
 from prunekit.data import SPEC_HELP
+from prunekit.errors import PrunekitError
+from prunekit.methods import METHODS, list_methods, load_plugins, option_flag
+
+load_plugins()
 
 
-@app.command()
-@handle_errors
+def _method_help() -> str:
+    listing = "; ".join(f"{name}: {m.help}" for name, m in METHODS.items())
+    return f"How channels are chosen. {listing}. See README 'Methods'."
+
+
 def compress(
     model: str = typer.Option(
         "resnet18", help="torchvision classification model (resnet18, mobilenet_v2, ...), timm:<name>, "
@@ -21,11 +40,11 @@ def compress(
     num_classes: int | None = typer.Option(None, help="Number of classes (default: from the data)."),
     input_size: int | None = typer.Option(None, help="Input resolution in pixels (default: 32 for digits/CIFAR/synthetic, 224 for imagefolder)."),
     weights: Path | None = typer.Option(None, help="Trained weights of the dense model (.safetensors or a torch state dict; loaded with weights_only, never unpickled code). Without it, the model is pretrained here for --pretrain-epochs."),
-    method: str = typer.Option("magnitude", help="How channels are chosen: magnitude (L2 norm), taylor (first-order |w*grad|), halp (latency knapsack), adasap, csam, s2ap. See README 'Methods'."),
+    method: str = typer.Option("magnitude", help=_method_help()),
     prune_ratio: float | None = typer.Option(None, help="Fraction to REMOVE, in (0, 1). With --ratio-of channels (default) it is the fraction of channels removed in every group, so MACs fall by about 1-(1-r)^2; with --ratio-of macs it is the fraction of MACs removed. Default 0.5 when no latency budget is given."),
     ratio_of: str = typer.Option("channels", help="What --prune-ratio counts: channels or macs."),
     round_to: int = typer.Option(8, help="Keep channel counts at multiples of this (runtimes' vector kernels like multiples of 8)."),
-    target: str | None = typer.Option(None, help="Device profile to prune for (see `prunekit targets`), e.g. cpu-ort, jetson-orin."),
+    target: str | None = typer.Option(None, help="Device profile to prune for (see `prunekit targets`), e.g. cpu-ort, jetson-orin, or local (ONNX Runtime on this CPU, measured here on first use)."),
     latency_budget: float | None = typer.Option(None, help="Latency goal as a fraction in (0, 1] of the dense model's latency predicted on --target."),
     latency_ms: float | None = typer.Option(None, help="Latency goal in milliseconds on --target (instead of --latency-budget)."),
     pretrain_epochs: int = typer.Option(3, help="Epochs to train the dense model first when no --weights are given (0: skip)."),
@@ -33,31 +52,18 @@ def compress(
     lr: float = typer.Option(0.05, help="Learning rate (SGD with momentum 0.9, cosine schedule)."),
     batch_size: int = typer.Option(64, help="Batch size per process."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same run, also after --resume."),
-    finetune_optimizer: str | None = typer.Option(None, help="Fine-tuning optimizer: sgd, sam or asam (sharpness-aware; twice the cost per step unless --sam-every > 1). Default: asam for adasap, sgd otherwise."),
+    finetune_optimizer: str | None = typer.Option(None, help="Fine-tuning optimizer: sgd, sam or asam (sharpness-aware; twice the cost per step unless --sam-every > 1). Default: the method's (asam for adasap), sgd otherwise."),
     rho: float | None = typer.Option(None, help="SAM/ASAM radius for fine-tuning. Default: 0.5 with asam, 0.05 with sam (the AdaSAP paper uses 2.0 for ASAM on ImageNet)."),
-    sam_every: int = typer.Option(1, help="Cheaper SAM: compute the sharpness step only every k steps and reuse its direction in between."),
-    prune_steps: int = typer.Option(4, help="[halp, adasap] Pruning steps on AdaSAP's exponential schedule toward the goal.", rich_help_panel="Method options"),
-    prune_every: int = typer.Option(30, help="[halp, adasap] Training iterations between pruning steps (0: none).", rich_help_panel="Method options"),
-    warmup_epochs: int = typer.Option(1, help="[adasap] Warm-up epochs with per-channel ASAM radii before pruning.", rich_help_panel="Method options"),
-    rho_min: float = typer.Option(0.01, help="[adasap] Radius of the most important channels.", rich_help_panel="Method options"),
-    rho_max: float = typer.Option(0.5, help="[adasap] Radius of the least important channels. The paper uses 2.0 (ASAM, ImageNet); on the built-in data 2.0 wrecked the model in one warm-up epoch, 0.5 did not.", rich_help_panel="Method options"),
-    mask_epochs: int = typer.Option(1, help="[csam] Epochs of soft-mask search with frozen weights.", rich_help_panel="Method options"),
-    mask_lr: float = typer.Option(0.05, help="[csam] Adam learning rate of the masks.", rich_help_panel="Method options"),
-    csam_mu: float = typer.Option(0.5, help="[csam] Mask noise: C + U(-mu, mu), clipped to [0, 1].", rich_help_panel="Method options"),
-    csam_eta: float = typer.Option(1.0, help="[csam] Safety threshold of the ratio loss.", rich_help_panel="Method options"),
-    csam_tau: float = typer.Option(30.0, help="[csam] Percentile of the mask initialisation (top tau %% start fully on).", rich_help_panel="Method options"),
-    lambda_stab: float = typer.Option(5.0, help="[csam] Weight of the stability loss.", rich_help_panel="Method options"),
-    lambda_ratio: float = typer.Option(1.0, help="[csam] Weight of the margin-ratio loss.", rich_help_panel="Method options"),
-    lambda_consist: float = typer.Option(1.0, help="[csam] Weight of the soft/binary consistency (KL) loss.", rich_help_panel="Method options"),
-    score_epochs: int = typer.Option(1, help="[s2ap] Epochs of importance-score search against the PGD loss.", rich_help_panel="Method options"),
-    score_lr: float = typer.Option(0.1, help="[s2ap] SGD learning rate of the scores.", rich_help_panel="Method options"),
-    s2ap_rho: float = typer.Option(0.05, help="[s2ap] Radius of the sharpness step in score space (0: plain HYDRA).", rich_help_panel="Method options"),
-    pgd_eps: float = typer.Option(8 / 255, help="[s2ap] L-inf radius of the PGD attack used for training, in [0, 1] pixel units.", rich_help_panel="Method options"),
-    pgd_train_steps: int = typer.Option(3, help="[s2ap] PGD steps per batch during score search and adversarial fine-tuning.", rich_help_panel="Method options"),
+    sam_every: int = typer.Option(1, help="prunekit's own cheaper SAM (not from a paper): compute the sharpness step only every k steps and re-apply its perturbation in between (1: full SAM)."),
+    verify: bool = typer.Option(False, "--verify", help="Measured in the loop: after selection, time the candidate warm against dense on the target's runtime on this machine; if its measured ratio is outside [0.94, 1.03] x --latency-budget, move the knapsack goal by budget / measured and select again (every try is in report.json)."),
+    verify_tries: int = typer.Option(4, help="Most selections --verify / --measure-cmd make."),
+    measure_cmd: str | None = typer.Option(None, help="Like --verify, but time each candidate with this shell command (on the device): {onnx} / {dense_onnx} are the candidate and dense ONNX files, {onnx_name} / {dense_onnx_name} their names; it must print `prunekit measure ... --json` output, e.g. \"scp {onnx} {dense_onnx} orin:/tmp/ && ssh orin prunekit measure /tmp/{onnx_name} --baseline /tmp/{dense_onnx_name} --target jetson-orin --json\"."),
+    measure_timeout: float = typer.Option(600.0, help="Seconds one --measure-cmd call may take."),
     out: Path | None = typer.Option(None, help="Run folder (default: export/<model>-<data>-<method>[-<target>])."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a run."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the same folder from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the same folder from its last checkpoint (a finished run: print its report, nothing recomputed)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
+    **method_flags: Any,
 ) -> None:
     """Prune a model (physically removing channels), fine-tune it, and write a run folder.
 
@@ -68,17 +74,14 @@ def compress(
     from prunekit.report import compress_table
     from prunekit.settings import make_settings
 
+    options = method_options_for(method, method_flags)
     settings = make_settings(
         model=model, data=data, num_classes=num_classes, input_size=input_size,
         weights=str(weights) if weights else None, method=method, prune_ratio=prune_ratio, ratio_of=ratio_of,
         round_to=round_to, target=target, latency_budget=latency_budget, latency_ms=latency_ms,
         pretrain_epochs=pretrain_epochs, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        finetune_optimizer=finetune_optimizer, rho=rho, sam_every=sam_every, prune_steps=prune_steps,
-        prune_every=prune_every, warmup_epochs=warmup_epochs, rho_min=rho_min, rho_max=rho_max,
-        mask_epochs=mask_epochs, mask_lr=mask_lr, csam_mu=csam_mu, csam_eta=csam_eta, csam_tau=csam_tau,
-        lambda_stab=lambda_stab, lambda_ratio=lambda_ratio, lambda_consist=lambda_consist,
-        score_epochs=score_epochs, score_lr=score_lr, s2ap_rho=s2ap_rho, pgd_eps=pgd_eps,
-        pgd_train_steps=pgd_train_steps,
+        finetune_optimizer=finetune_optimizer, rho=rho, sam_every=sam_every, method_options=options,
+        verify=verify, verify_tries=verify_tries, measure_cmd=measure_cmd, measure_timeout=measure_timeout,
     )
     console = ui(json_out)
     report = run_compress(settings, out, resume=resume, force=force, console=console)
@@ -91,3 +94,82 @@ def compress(
     else:
         console.print(compress_table(report))
         console.print(f"run folder: {report['run']['folder']}")
+
+
+def method_options_for(method: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """The method options given on the command line for `method` (flags left out: None).
+
+    A flag of another method is an error, not silently ignored."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if method not in METHODS:
+        return given  # the settings name the unknown --method
+    own = METHODS[method].Options.model_fields
+    for key in given:
+        if key not in own:
+            owners = [n for n, m in METHODS.items() if key in m.Options.model_fields]
+            raise PrunekitError(
+                f"{option_flag(key)} is an option of method {', '.join(owners)}, not of {method}",
+                f"leave it out, or use --method {owners[0]}" if owners else "leave it out",
+            )
+    return given
+
+
+# -- method flags from the registry ------------------------------------------------------------------
+def _cli_type(annotation: Any) -> Any:
+    """The CLI type of an options field: Optional[X] -> X, Literal[...] -> str (checked by the
+    options model, so the error is one line naming the flag)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _cli_type(args[0]) if len(args) == 1 else str
+    if origin is typing.Literal:
+        return str
+    return annotation if annotation in (int, float, str, bool) else str
+
+
+def _default_text(values: list[tuple[str, Any]]) -> str:
+    shown = {f"{v:g}" if isinstance(v, float) else str(v) for _, v in values}
+    if len(shown) == 1:
+        return shown.pop()
+    return ", ".join(f"{n}: {f'{v:g}' if isinstance(v, float) else v}" for n, v in values)
+
+
+def method_parameters() -> list[inspect.Parameter]:
+    """One keyword-only CLI parameter per method option field (shared fields once); default None
+    = not given, so the method's options model fills in its own default."""
+    common = set(inspect.signature(compress).parameters)
+    fields: dict[str, dict[str, Any]] = {}
+    for name in list_methods():
+        for key, info in METHODS[name].Options.model_fields.items():
+            if key in common:
+                sys.stderr.write(f"warning: method {name}: option '{key}' clashes with a compress option; no flag\n")
+                continue
+            entry = fields.setdefault(key, {"info": info, "owners": [], "defaults": []})
+            entry["owners"].append(name)
+            entry["defaults"].append((name, info.default))
+    params = []
+    for key, entry in fields.items():
+        info = entry["info"]
+        kind = _cli_type(info.annotation)
+        help_text = info.description or ""
+        if typing.get_origin(info.annotation) is typing.Literal:
+            help_text += f" One of: {', '.join(map(str, typing.get_args(info.annotation)))}."
+        flag = option_flag(key) if kind is not bool else f"{option_flag(key)}/--no-{key.replace('_', '-')}"
+        option = typer.Option(
+            None, flag, help=help_text, show_default=_default_text(entry["defaults"]),
+            rich_help_panel=f"Method options: {', '.join(entry['owners'])}",
+        )
+        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=kind | None))
+    return params
+
+
+def _register() -> None:
+    signature = inspect.signature(compress, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command = handle_errors(compress)
+    command.__signature__ = signature.replace(parameters=fixed + method_parameters())  # type: ignore[attr-defined]
+    app.command("compress")(command)
+
+
+_register()

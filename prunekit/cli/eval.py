@@ -13,38 +13,6 @@ from prunekit.cli.app import app, emit_json, handle_errors, ui
 from prunekit.errors import PrunekitError
 
 
-def _csv(text: str | None, what: str) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise PrunekitError(f"{what} is empty", f"pass a comma-separated list, e.g. --{what} 1,3,5")
-    return items
-
-
-def _severities(text: str) -> list[int]:
-    out = []
-    for item in _csv(text, "severities") or []:
-        try:
-            out.append(int(item))
-        except ValueError:
-            raise PrunekitError(
-                f"severity '{item}' is not a number", "use severities 1..5, e.g. 1,3,5"
-            ) from None
-    return out
-
-
-def _corruptions(text: str | None) -> list[str]:
-    from prunekit.robustness.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
-
-    items = _csv(text, "corruptions")
-    if items is None:
-        return list(CORRUPTIONS)
-    if items == ["all"]:
-        return list(ALL_CORRUPTIONS)
-    return items
-
-
 @dataclass
 class _Target:
     """What MODEL_OR_RUN names: a run, an ONNX file or a model architecture + weights."""
@@ -111,8 +79,8 @@ def eval_command(
     ),
     corruptions: str | None = typer.Option(
         None,
-        help="Comma-separated corruptions (default: the 15 ImageNet-C/CIFAR-10-C ones; 'all' adds speckle_noise, "
-        "gaussian_blur, spatter, saturate).",
+        help="Comma-separated corruptions, 'benchmark' (the 15 of ImageNet-C / CIFAR-10-C, the default) or "
+        "'all' (adds speckle_noise, gaussian_blur, spatter, saturate).",
     ),
     severities: str = typer.Option("1,2,3,4,5", help="Comma-separated severities, each 1..5."),
     corrupted_dir: Path | None = typer.Option(
@@ -152,10 +120,11 @@ def eval_command(
     with the pruned model's corruption error (mCE) relative to the dense one.
     """
     import torch
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from prunekit.data import load_data
+    from prunekit.progress import progress_bar
     from prunekit.robustness.evaluation import EvalOptions, evaluate_models, plot_accuracy
+    from prunekit.robustness.spec import parse_corruptions, parse_severities
 
     console = ui(json_out)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,8 +133,8 @@ def eval_command(
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise PrunekitError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
     options = EvalOptions(
-        corruptions=_corruptions(corruptions),
-        severities=_severities(severities),
+        corruptions=parse_corruptions(corruptions),
+        severities=parse_severities(severities),
         seed=seed,
         limit=limit,
         device=dev,
@@ -203,21 +172,13 @@ def eval_command(
         + (n_images if pgd else 0)
         + (n_images if certify_samples else 0)
     )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=per_model == 0,
-    ) as bar:
+    with progress_bar(console, disable=per_model == 0, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(task: str, n: int) -> None:
             if task not in tasks:
                 total = n_images * cells if task.endswith("corruptions") else n_images
-                tasks[task] = bar.add_task(task, total=None if task.endswith("files") else total)
+                tasks[task] = bar.add_task(task, total=None if task.endswith("files") else total, info="")
             bar.advance(tasks[task], n)
 
         result = evaluate_models(models, loader, options, progress=progress)

@@ -23,21 +23,25 @@ def _input_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def _runtimes_help() -> str:
+    from prunekit.runtimes import RUNTIMES, list_runtimes
+
+    return "Runtime to time layers on: " + "; ".join(f"{n}: {RUNTIMES[n].summary}" for n in list_runtimes()) + "."
+
+
 @app.command("profile")
 @handle_errors
 def profile_cmd(
     target: str = typer.Option(
         ..., "--target", "-t", help="Profile name to create or extend (e.g. cpu-ort, my-orin)."
     ),
-    runtime: str = typer.Option(
-        "onnxruntime",
-        "--runtime",
-        "-r",
-        help="Runtime to time layers on: onnxruntime (CPU), torch (CUDA if present, "
-        "else CPU), tensorrt (needs TensorRT and an NVIDIA GPU).",
-    ),
+    runtime: str = typer.Option("onnxruntime", "--runtime", "-r", help=_runtimes_help()),
     model: str = typer.Option(
-        ..., "--model", "-m", help="torchvision model whose layers to measure, e.g. resnet18."
+        ...,
+        "--model",
+        "-m",
+        help="Model whose layers to measure, any spec compress takes: a torchvision name (resnet18), "
+        "timm:<name>, or package.module:factory.",
     ),
     input_size: str = typer.Option("224", "--input-size", help="Input image size: 224 or HxW."),
     num_classes: int = typer.Option(
@@ -55,12 +59,13 @@ def profile_cmd(
     threads: int = typer.Option(
         None,
         "--threads",
-        help="ONNX Runtime threads; default for a new profile: the fastest of 1/2/4 "
-        "measured on this machine (printed). A profile keeps one thread count.",
+        help="Intra-op threads of a runtime that has them (onnxruntime); default for a new profile: the "
+        "fastest of 1/2/4 measured on this machine (printed). A profile keeps one thread count.",
     ),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size the table is measured at."),
     precision: str = typer.Option(
-        None, "--precision", help="fp32 or fp16 (default: fp16 for tensorrt, else fp32)."
+        None, "--precision", help="fp32, fp16 or int8 where the runtime has it (default: the runtime's: fp16 "
+        "for tensorrt, else fp32). A profile keeps one precision."
     ),
     device: str = typer.Option(
         "auto",
@@ -75,16 +80,13 @@ def profile_cmd(
         "~/.config/prunekit/profiles/TARGET.json).",
     ),
     no_calibrate: bool = typer.Option(
-        False, "--no-calibrate", help="Skip the ONNX Runtime calibration of the non-layer ops."
+        False, "--no-calibrate", help="Skip the runtime's calibration of the non-layer ops (ONNX Runtime's priced graph)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Measure every layer a model needs on this machine and add it to a target's profile.
 
-    Each Conv/Linear layer kind is timed over a grid of (input, output) channel counts fine
-    enough to show the runtime's latency staircase (warm-up, repeats, robust average). The
-    profile is saved after every layer kind: interrupt and rerun the same command to continue;
-    points already measured are skipped. Example, on a Jetson Orin:
+    Each Conv/Linear layer kind is timed over a grid of (input, output) channel counts fine enough to show the runtime's latency staircase (warm-up, repeats, robust average). The profile is saved after every layer kind: interrupt and rerun the same command to continue; points already measured are skipped. It ends with a dense end-to-end check (consecutive warm runs of the dense model, measured vs predicted). Use the model's own --input-size and --num-classes: a 32x32, 10-class model has other layers than the 224x224, 1000-class one. Example, on a Jetson Orin:
 
         prunekit profile --target jetson-orin --runtime tensorrt --model resnet50
     """

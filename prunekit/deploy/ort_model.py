@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from prunekit.errors import PrunekitError
-from prunekit.latency.measure import ort_session
+from prunekit.runtimes.ort_session import ort_session
 
 
 def load_checked_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:

@@ -1,10 +1,13 @@
 """Device profiles, latency lookup tables, latency prediction and measurement.
 
-- `profile`: the Profile schema, `load_profile`, `list_profiles`, `save_profile`.
+- `schema`: the Profile schema (pydantic); `store`: profile files (`load_profile`, `list_profiles`,
+  `save_profile`, locking and merging); `profile` re-exports both.
 - `layers`: `enumerate_layers` (the Conv2d/Linear layers a model runs, with their signatures).
-- `predict`: `predict_latency` (table sum + constant).
-- `measure`: end-to-end timing on ONNX Runtime, PyTorch (CPU/CUDA) and TensorRT.
-- `profiler`: `profile_model`, which measures a table on this machine.
+- `predict`: `predict_latency` (table sum + constant; the constant model is the runtime's).
+- `measure`: timing statistics, clocks, and the warm-blocks / interleaved schedules; the runtimes
+  themselves (ONNX Runtime, PyTorch, TensorRT) are `prunekit.runtimes`.
+- `profiler`: `profile_model`, which measures a table on this machine through a runtime.
+- `ort_layers`, `ort_graph`: ONNX Runtime's layer graphs and priced constant (used by its runtime).
 - `estimate`: roofline-estimated profiles for devices that cannot be measured here.
 """
 

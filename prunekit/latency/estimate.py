@@ -12,14 +12,15 @@ that is not a multiple of the tensor-core alignment also pays a reformat pass ov
 (TensorRT pads such tensors). Depthwise convs run on the CUDA cores (no tensor cores). The
 profile is marked `estimated` with the figures and formula in its provenance; a measured
 profile (`prunekit profile --runtime tensorrt` on the device) replaces it.
+
+The shipped profiles/jetson-orin.json is `estimate_profile()` as written by
+`python tools/estimate_profile.py --out profiles/jetson-orin.json`.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import math
-from pathlib import Path
 from typing import Any
 
 from prunekit.latency.layers import (
@@ -32,13 +33,12 @@ from prunekit.latency.layers import (
     parse_signature,
 )
 from prunekit.latency.ort_layers import cell_macs
-from prunekit.latency.profile import (
+from prunekit.latency.schema import (
     Constant,
     EstimatedProvenance,
     ModelRecord,
     Profile,
     TableEntry,
-    save_profile,
 )
 
 # NVIDIA Jetson AGX Orin 64GB, public figures (Jetson AGX Orin Series Technical Brief / data sheet).
@@ -126,7 +126,8 @@ def estimate_profile(
     step: int = 8,
 ) -> Profile:
     """An estimated TensorRT FP16 batch-1 profile covering `models` (torchvision names)."""
-    from prunekit.latency.profiler import GridOptions, build_torchvision, plan_signature
+    from prunekit.latency.profiler import GridOptions, plan_signature
+    from prunekit.models import build_model
 
     spec = dict(spec or JETSON_AGX_ORIN)
     prov = EstimatedProvenance(
@@ -163,7 +164,7 @@ def estimate_profile(
     )
     opts = GridOptions(step=step)
     for model_name, hw, classes in models or DEFAULT_MODELS:
-        model = build_torchvision(model_name, classes)
+        model = build_model(model_name, classes).eval()
         layers = enumerate_layers(model, (1, 3, hw, hw))
         by_sig: dict[str, list[LayerSpec]] = {}
         for s in layers:
@@ -193,20 +194,3 @@ def estimate_profile(
             signatures=len(by_sig),
         )
     return prof
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m prunekit.latency.estimate --out profiles/jetson-orin.json` regenerates the shipped file."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="profiles/jetson-orin.json")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    if out.exists():
-        out.unlink()
-    prof = estimate_profile()
-    save_profile(prof, out)
-    print(f"wrote {out}: {len(prof.table)} signatures, models {sorted(prof.models)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,24 +1,30 @@
 """Which layers a model runs, with the shapes a latency table is keyed by.
 
 `enumerate_layers` runs one forward pass with hooks on every Conv2d / Linear and records the
-input H x W each one actually sees, so a table entry can be looked up per layer. The
+input H x W each one actually sees (for a Linear on tokens: how many positions of a sample it
+reads), so a table entry can be looked up per layer. Attention blocks that compute q/k/v with a
+packed weight are converted first (`prunekit.structures.prepare`, as pruning does), so their
+projections show up as the Linears they are. The
 *signature* is everything about a layer except its channel counts (those are the table's
 grid axes): op kind, kernel, stride, padding, dilation, groups and input H x W.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from prunekit import structures
 from prunekit.errors import PrunekitError
 
 OP_CONV = "conv"  # dense conv (groups == 1)
 OP_DWCONV = "dwconv"  # depthwise: groups == cin == cout, keyed by one channel count
-OP_GCONV = "gconv"  # grouped conv with a fixed group count (ResNeXt style)
+OP_GCONV = "gconv"  # grouped conv: pruning keeps its group count (prunekit.pruning units), so g<groups> is
+# part of the signature and the (cin, cout) grid holds multiples of the group count
 OP_LINEAR = "linear"
 
 
@@ -141,10 +147,10 @@ def _conv_spec(name: str, m: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> Lay
     )
 
 
-def _linear_spec(name: str, m: nn.Linear, x: torch.Tensor) -> LayerSpec:
-    rows = 1
-    for d in x.shape[1:-1]:
-        rows *= int(d)
+def _linear_spec(name: str, m: nn.Linear, x: torch.Tensor, batch: int) -> LayerSpec:
+    """A Linear on tokens: `rows` counts every position of one sample, wherever the model put them
+    (ViT [B, N, C]; Swin's windows [B * windows, N, C]; MaxViT's partitions [B, G, P, C])."""
+    rows = max(1, x.numel() // max(1, int(x.shape[-1]) * max(1, batch)))
     return LayerSpec(name=name, op=OP_LINEAR, cin=m.in_features, cout=m.out_features, rows=rows)
 
 
@@ -153,10 +159,14 @@ def enumerate_layers(model: nn.Module, input_shape: tuple[int, int, int, int]) -
 
     Uses one no-grad forward pass in eval mode (restored afterwards) with forward hooks, so the
     input H x W of each layer is what the model really feeds it. A module called twice gets
-    two entries (`name`, `name#1`).
+    two entries (`name`, `name#1`). A model with unconverted attention blocks is enumerated as a
+    converted copy (the model itself is not changed).
     """
     if len(input_shape) != 4:
         raise PrunekitError(f"input shape must be (batch, channels, height, width), got {tuple(input_shape)}")
+    if structures.needs_prepare(model):  # a dense transformer: count it as it will be pruned
+        model = copy.deepcopy(model)
+        structures.prepare(model)
     names = {m: n for n, m in model.named_modules()}
     found: list[LayerSpec] = []
     calls: dict[str, int] = {}
@@ -169,7 +179,7 @@ def enumerate_layers(model: nn.Module, input_shape: tuple[int, int, int, int]) -
         if isinstance(mod, nn.Conv2d):
             found.append(_conv_spec(name, mod, args[0], out))
         else:
-            found.append(_linear_spec(name, mod, args[0]))
+            found.append(_linear_spec(name, mod, args[0], int(input_shape[0])))
 
     handles = [
         m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))

@@ -9,7 +9,8 @@ So the constant is not one number: `graph_constant` exports the model, lets ONNX
 optimise it (nothing is run), and prices every node that is not a table layer (pools,
 element-wise ops, reorders, concat, ...) with a per-op cost `a + b * Melements` fitted from
 ONNX Runtime profiler samples (`calibrate_constant`), plus the executor's per-run and
-per-node overhead.
+per-node overhead. Used by the onnxruntime runtime (`prunekit.runtimes.onnxruntime`), which is
+how the predictor and `profile` reach it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import onnx
 from onnx import numpy_helper
 from torch import nn
 
-from prunekit.latency.measure import measure_onnx, model_to_onnx, ort_session, profile_onnx_nodes
-from prunekit.latency.profile import OpCost, Profile
+from prunekit.deploy.onnx import to_onnx
+from prunekit.latency.measure import time_one
+from prunekit.latency.schema import OpCost, Profile
+from prunekit.runtimes.ort_session import ort_session, profile_onnx_nodes, session_timer
 
 TABLE_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
 MAX_SAMPLES = 160
@@ -218,7 +221,7 @@ def graph_constant(
     model: nn.Module | bytes, profile: Profile, input_shape: tuple[int, int, int, int]
 ) -> GraphConstant:
     """Price everything in the model's ONNX Runtime graph that the layer table does not cover."""
-    data = model if isinstance(model, bytes) else model_to_onnx(model, input_shape)
+    data = model if isinstance(model, bytes) else to_onnx(model, input_shape).data
     opt = optimized_model(data, profile.threads or 1)
     feats = node_features(opt, input_shape, profile.pad)
     c = profile.constant
@@ -323,7 +326,7 @@ def calibrate_constant(
     c = profile.constant
     threads = profile.threads or 1
     for variant in calibration_variants(model, input_shape):
-        data = model_to_onnx(variant, input_shape)
+        data = to_onnx(variant, input_shape).data
         nodes, opt_bytes = profile_onnx_nodes(data, threads, input_shape, warmup=3, repeats=repeats)
         opt = onnx.load_from_string(opt_bytes)
         by_name = {n.name: n for n in opt.graph.node}
@@ -342,7 +345,7 @@ def calibrate_constant(
             _add_samples(c.samples, key, samples)
         # the same statistic as the kernel times (fastest runs), so the difference is the executor's
         # overhead and not how busy the machine happened to be
-        wall = measure_onnx(data, threads, input_shape, warmup=3, repeats=repeats, clock="auto").fast_ms
+        wall = time_one(session_timer(data, threads, input_shape), warmup=3, repeats=repeats).fast_ms
         c.overhead_samples = (c.overhead_samples + [[len(opt.graph.node), round(wall - kernel_sum, 5)]])[
             -200:
         ]

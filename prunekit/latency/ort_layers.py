@@ -1,33 +1,30 @@
-"""Time single layers on ONNX Runtime CPU, many grid points per session.
+"""ONNX graphs of single layers, many grid points per graph (what the onnxruntime runtime times).
 
-Each session holds one small graph per grid point (Conv + Relu, so ONNX Runtime fuses the
+Each graph holds one small layer per grid point (Conv + Relu, so ONNX Runtime fuses the
 activation into the convolution as it does in a real CNN; Gemm for Linear), built directly
-with `onnx.helper` (no torch export per point). ONNX Runtime's profiler gives every node's
-kernel time, so the layout reorders ONNX Runtime inserts around an isolated layer (absent
-between two layers of a real model) are not counted: the table holds the layer's own kernel
-time, and reorders that do occur in a model are priced by the profile's constant model.
+with `onnx.helper` (no torch export per point). The onnxruntime runtime
+(`prunekit.runtimes.onnxruntime`) runs them under ONNX Runtime's profiler, which gives every
+node's kernel time, so the layout reorders ONNX Runtime inserts around an isolated layer
+(absent between two layers of a real model) are not counted: the table holds the layer's own
+kernel time, and reorders that do occur in a model are priced by the profile's constant model.
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import onnx
 from onnx import TensorProto
 from onnx import helper as oh
 
 from prunekit.latency.layers import OP_DWCONV, OP_GCONV, OP_LINEAR
-from prunekit.latency.measure import ort_session, profile_onnx_nodes
 
-_TAG = re.compile(r"^L(\d+)(?:\D|$)")
-_GMACS_PER_S = 30.0  # rough single-core speed, only used to size sessions and repeat counts
+TAG = re.compile(r"^L(\d+)(?:\D|$)")  # node name -> grid point index
+GMACS_PER_S = 30.0  # rough single-core speed, only used to size sessions and repeat counts
 
 
-class _Weights:
+class WeightPool:
     """A pool of small random floats sliced into initializers (fast graph building)."""
 
     def __init__(self, seed: int = 0) -> None:
@@ -58,10 +55,10 @@ def cell_macs(info: dict[str, Any], cin: int, cout: int, batch: int) -> int:
 
 
 def build_cells_graph(
-    info: dict[str, Any], cells: list[tuple[int, int]], batch: int, weights: _Weights | None = None
+    info: dict[str, Any], cells: list[tuple[int, int]], batch: int, weights: WeightPool | None = None
 ) -> bytes:
     """One ONNX graph with a layer per (cin, cout) cell; node names start with `L<index>`."""
-    weights = weights or _Weights()
+    weights = weights or WeightPool()
     nodes, inits, inputs, outputs = [], [], [], []
     seen_inputs: dict[tuple[int, ...], str] = {}
     op = info["op"]
@@ -137,7 +134,7 @@ def chunk_cells(
     cur: list[tuple[int, int]] = []
     ms = mb = 0.0
     for cin, cout in cells:
-        c_ms = cell_macs(info, cin, cout, batch) / (_GMACS_PER_S * 1e6)
+        c_ms = cell_macs(info, cin, cout, batch) / (GMACS_PER_S * 1e6)
         k = info.get("kernel", (1, 1))
         groups = cin if info["op"] == OP_DWCONV else int(info.get("groups", 1))
         c_mb = 4 * cout * (cin // groups) * k[0] * k[1] / 2**20
@@ -150,71 +147,3 @@ def chunk_cells(
     if cur:
         chunks.append(cur)
     return chunks
-
-
-def measure_cells(
-    info: dict[str, Any],
-    cells: list[tuple[int, int]],
-    batch: int,
-    threads: int,
-    target_s: float = 0.5,
-    min_repeats: int = 10,
-    max_repeats: int = 40,
-    on_chunk: Callable[[int], None] | None = None,
-) -> dict[tuple[int, int], float]:
-    """Kernel time (ms) of the layer at every (cin, cout) cell, via ONNX Runtime's profiler."""
-    out: dict[tuple[int, int], float] = {}
-    weights = _Weights()
-    for chunk in chunk_cells(info, cells, batch):
-        est_ms = sum(cell_macs(info, a, b, batch) for a, b in chunk) / (_GMACS_PER_S * 1e6) + 0.05 * len(
-            chunk
-        )
-        repeats = int(min(max_repeats, max(min_repeats, target_s * 1e3 / max(est_ms, 1e-3))))
-        graph = build_cells_graph(info, chunk, batch, weights)
-        nodes, _ = profile_onnx_nodes(graph, threads, warmup=2, repeats=repeats)
-        per: dict[int, float] = {}
-        for n in nodes:
-            m = _TAG.match(n["name"])
-            if m:
-                j = int(m.group(1))
-                per[j] = per.get(j, 0.0) + n["ms"]
-        for j, cell in enumerate(chunk):
-            if j not in per:
-                raise RuntimeError(f"ONNX Runtime profile has no node for grid point {cell}")
-            out[cell] = per[j]
-        if on_chunk is not None:
-            on_chunk(len(chunk))
-    return out
-
-
-def detect_alignment(threads: int = 1) -> tuple[int, int, int]:
-    """(align_cin, align_cout, pad) of this machine's ONNX Runtime convolution kernels.
-
-    Reads ONNX Runtime's optimized graph for small probe convs: which input widths get the
-    blocked NCHWc kernels, and the block size their weights are padded to.
-    """
-    import os
-
-    def nchwc_block(cin: int, cout: int) -> int | None:
-        info = {"op": "conv", "kernel": (1, 1), "stride": (1, 1), "padding": (0, 0), "input_hw": (8, 8)}
-        graph = build_cells_graph(info, [(cin, cout)], 1)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "opt.onnx")
-            ort_session(graph, threads, optimized_path=path)
-            opt = onnx.load(path)
-        if not any(n.domain.endswith("nchwc") and n.op_type == "Conv" for n in opt.graph.node):
-            return None
-        dims = [list(t.dims) for t in opt.graph.initializer if len(t.dims) == 4]
-        return int(dims[0][0]) if dims else None
-
-    padded = nchwc_block(32, 1)
-    if padded is None:
-        return 1, 1, 8  # no blocked kernels: plain GEMM convolution everywhere
-    pad = padded
-    align_cin = pad
-    for a in (1, 2, 4, 8, 16):
-        if nchwc_block(16 + a, 16) is not None:
-            align_cin = a
-            break
-    align_cout = 1 if nchwc_block(32, 17) is not None else pad
-    return align_cin, align_cout, pad

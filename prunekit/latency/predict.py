@@ -14,8 +14,8 @@ from typing import Any
 from torch import nn
 
 from prunekit.errors import PrunekitError
-from prunekit.latency.layers import LayerSpec, enumerate_layers
-from prunekit.latency.profile import MissingSignatureError, Profile
+from prunekit.latency.layers import OP_LINEAR, LayerSpec, enumerate_layers
+from prunekit.latency.schema import MissingSignatureError, Profile
 
 
 @dataclass
@@ -94,13 +94,18 @@ def predict_latency(
     if shape[0] != profile.batch_size:
         raise PrunekitError(f"profile {profile.name} is for batch size {profile.batch_size}, not {shape[0]}")
     layers = enumerate_layers(model, shape)  # type: ignore[arg-type]
-    per_layer = layer_table_latency(layers, profile, model_hint)
+    try:
+        per_layer = layer_table_latency(layers, profile, model_hint)
+    except MissingSignatureError as exc:
+        raise _with_fix(exc, profile, model_hint, shape, layers) from None
     detail: dict[str, float] = {}
     unpriced: list[str] = []
-    if profile.constant.method == "ort-graph" and profile.runtime == "onnxruntime":
-        from prunekit.latency.ort_graph import graph_constant
+    gc = None
+    if profile.constant.method != "fixed":  # a runtime's own constant model (e.g. ONNX Runtime's priced graph)
+        from prunekit.runtimes import get_runtime
 
-        gc = graph_constant(model, profile, shape)  # type: ignore[arg-type]
+        gc = get_runtime(profile.runtime).graph_constant(model, profile, shape)
+    if gc is not None:
         constant, detail, unpriced = gc.total_ms, gc.by_op, gc.unpriced
     else:
         constant = profile.constant.fixed_ms
@@ -115,3 +120,12 @@ def predict_latency(
         constant_detail=detail,
         unpriced_ops=unpriced,
     )
+
+
+def _with_fix(exc: MissingSignatureError, profile: Profile, model_hint: str, shape: tuple[int, ...],
+              layers: list[LayerSpec]) -> MissingSignatureError:
+    """The same error, its fix naming the model's input size and class count (what `profile` must measure)."""
+    heads = [s for s in layers if s.op == OP_LINEAR]
+    classes = heads[-1].cout if heads else None
+    command = profile.profile_command(exc.signature, model_hint, (int(shape[2]), int(shape[3])), classes)
+    return MissingSignatureError(exc.signature, profile.name, command, exc.detail)

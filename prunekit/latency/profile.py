@@ -1,515 +1,56 @@
-"""Device profiles: one target's latency lookup table and where its numbers came from.
+"""Device profiles: the schema (`prunekit.latency.schema`) and the files (`prunekit.latency.store`).
 
-A profile (`profiles/<name>.json`) names a runtime, precision, batch size and thread count,
-says whether its numbers were *measured* (device, runtime version, date) or *estimated*
-(formula and public spec figures), and holds a table: per layer signature (see
-`prunekit.latency.layers`) the latency in ms over a grid of (in, out) channels. What the
-table does not cover (pooling, element-wise ops, layout reorders, per-run overhead) is the
-profile's `constant` model. The format is documented in profiles/README.md.
+This module is the one import for both: `from prunekit.latency.profile import load_profile, Profile`.
 """
 
-from __future__ import annotations
-
-import json
-import math
-import os
-from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-import prunekit
-from prunekit.atomic import write_text
-from prunekit.errors import PrunekitError
-from prunekit.latency.grid import axis_weights
-from prunekit.latency.layers import OP_DWCONV, parse_signature
-
-SCHEMA_VERSION = 1
-Runtime = Literal["onnxruntime", "torch", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
-
-
-class MissingSignatureError(PrunekitError):
-    """The profile has no table entry for a layer a model needs (or not at that width)."""
-
-    def __init__(self, signature: str, profile: str, command: str, detail: str = "") -> None:
-        what = f"profile {profile!r} has no latency entry for layer {signature!r}"
-        super().__init__(f"{what}{': ' + detail if detail else ''}", f"measure it with: {command}")
-        self.signature = signature
-        self.command = command
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MeasuredProvenance(_Model):
-    kind: Literal["measured"] = "measured"
-    device: str = Field(description="cpu, cuda:0, ...")
-    device_model: str = Field(description="CPU model (from /proc/cpuinfo) or GPU name")
-    runtime_version: str
-    date: str
-    cores: int | None = None
-    threads_choice: dict[str, float] = Field(default_factory=dict, description="threads -> dense model ms")
-    notes: str = ""
-
-
-class EstimatedProvenance(_Model):
-    kind: Literal["estimated"] = "estimated"
-    device_model: str
-    formula: str
-    spec: dict[str, float | int | str]
-    sources: list[str] = Field(default_factory=list)
-    date: str
-    notes: str = ""
-
-
-Provenance = Annotated[MeasuredProvenance | EstimatedProvenance, Field(discriminator="kind")]
-
-
-class TableEntry(_Model):
-    """Latency of one layer signature over a channel grid (ms).
-
-    `ms[i][j]` is the latency at (cin[i], cout[j]); for depthwise convs (in == out) `cout` is
-    omitted and `ms` is one row over `cin`.
-    """
-
-    cin: list[int]
-    cout: list[int] | None = None
-    ms: list[list[float]] | list[float]
-    dtype: str = "float32"
-
-    @field_validator("cin", "cout")
-    @classmethod
-    def _increasing(cls, v: list[int] | None) -> list[int] | None:
-        if v is None:
-            return v
-        if not v or any(c <= 0 for c in v) or any(b <= a for a, b in zip(v, v[1:], strict=False)):
-            raise ValueError("grid must be a non-empty, strictly increasing list of positive widths")
-        return v
-
-    @model_validator(mode="after")
-    def _shape(self) -> TableEntry:
-        if self.cout is None:
-            if len(self.ms) != len(self.cin) or any(isinstance(r, list) for r in self.ms):
-                raise ValueError(f"ms must be a list of {len(self.cin)} numbers (one per cin grid point)")
-            values = list(self.ms)
-        else:
-            if len(self.ms) != len(self.cin) or any(
-                not isinstance(r, list) or len(r) != len(self.cout) for r in self.ms
-            ):
-                raise ValueError(f"ms must be {len(self.cin)} rows of {len(self.cout)} numbers (cin x cout)")
-            values = [v for r in self.ms for v in r]  # type: ignore[union-attr]
-        if any((not math.isfinite(v)) or v < 0 for v in values):
-            raise ValueError("latencies must be finite and >= 0")
-        return self
-
-    def cells(self) -> dict[tuple[int, int], float]:
-        """All measured points as {(cin, cout): ms}."""
-        if self.cout is None:
-            return {(c, c): float(v) for c, v in zip(self.cin, self.ms, strict=True)}  # type: ignore[arg-type]
-        return {
-            (a, b): float(v)
-            for a, row in zip(self.cin, self.ms, strict=True)
-            for b, v in zip(self.cout, row, strict=True)
-        }  # type: ignore[arg-type]
-
-    @classmethod
-    def from_cells(
-        cls, cells: dict[tuple[int, int], float], depthwise: bool, dtype: str = "float32"
-    ) -> TableEntry:
-        """Build an entry from a complete rectangular set of cells (or diagonal for depthwise)."""
-        if depthwise:
-            cin = sorted({a for a, _ in cells})
-            return cls(cin=cin, ms=[round(cells[(c, c)], 5) for c in cin], dtype=dtype)
-        cin = sorted({a for a, _ in cells})
-        cout = sorted({b for _, b in cells})
-        return cls(cin=cin, cout=cout, ms=[[round(cells[(a, b)], 5) for b in cout] for a in cin], dtype=dtype)
-
-
-class OpCost(_Model):
-    """Cost of one non-table op kind in the runtime's graph: a_ms + b_ms_per_melem * Melements."""
-
-    a_ms: float = Field(ge=0)
-    b_ms_per_melem: float = Field(ge=0)
-    samples: int = Field(ge=0, default=0)
-
-
-class ModelRecord(_Model):
-    """A model this profile was built for, with its dense end-to-end check."""
-
-    model: str
-    arch: str = Field(description="layer-geometry fingerprint (prunekit.latency.layers.arch_key)")
-    input_shape: list[int]
-    num_classes: int | None = None
-    signatures: int = 0
-    dense_measured_ms: float | None = None
-    dense_measured_fast_ms: float | None = Field(default=None, description="mean of the fastest 30 % of runs")
-    dense_predicted_ms: float | None = None
-
-
-class Constant(_Model):
-    """The cost of what the table does not cover.
-
-    method `fixed`: `fixed_ms` per inference. method `ort-graph`: the model's ONNX Runtime
-    optimized graph is priced node by node (every node that is not a table layer, with `ops`),
-    plus `fixed_ms` + `per_node_ms` x nodes of executor overhead.
-    """
-
-    method: Literal["fixed", "ort-graph"] = "fixed"
-    fixed_ms: float = Field(ge=0, default=0.0)
-    per_node_ms: float = Field(
-        default=0.0, description="executor overhead per graph node (may be < 0, see README)"
-    )
-    ops: dict[str, OpCost] = Field(default_factory=dict)
-    samples: dict[str, list[list[float]]] = Field(
-        default_factory=dict, description="raw calibration samples: op key -> [[Melements, ms], ...]"
-    )
-    overhead_samples: list[list[float]] = Field(default_factory=list, description="[[nodes, ms], ...]")
-
-
-class Profile(_Model):
-    """One target device + runtime: its latency table and the provenance of its numbers."""
-
-    schema_version: int = SCHEMA_VERSION
-    name: str = Field(min_length=1)
-    aliases: list[str] = Field(default_factory=list)
-    description: str = ""
-    runtime: Runtime
-    precision: Precision = "fp32"
-    batch_size: int = Field(ge=1, default=1)
-    threads: int | None = Field(default=None, ge=1)
-    input_size: tuple[int, int] = (224, 224)
-    align_cin: int = Field(
-        ge=1, default=1, description="input widths not a multiple of this take a slow path"
-    )
-    align_cout: int = Field(
-        ge=1, default=1, description="output widths not a multiple of this take a slow path"
-    )
-    pad: int = Field(ge=1, default=8, description="channel block the runtime's fast kernels pad to")
-    provenance: Provenance
-    table: dict[str, TableEntry] = Field(default_factory=dict)
-    constant: Constant = Field(default_factory=Constant)
-    models: dict[str, ModelRecord] = Field(default_factory=dict)
-
-    _source: Path | None = None
-
-    @field_validator("table")
-    @classmethod
-    def _signatures(cls, v: dict[str, TableEntry]) -> dict[str, TableEntry]:
-        for sig, entry in v.items():
-            try:
-                info = parse_signature(sig)
-            except PrunekitError as exc:
-                raise ValueError(exc.message) from None
-            if (info["op"] == OP_DWCONV) != (entry.cout is None):
-                raise ValueError(f"{sig}: depthwise entries have no cout axis, other entries need one")
-        return v
-
-    # ----------------------------------------------------------------- lookups
-    @property
-    def source(self) -> Path | None:
-        """The file this profile was loaded from, if any."""
-        return self._source
-
-    def profile_command(self, signature: str | None = None, model: str = "<MODEL>") -> str:
-        """The exact command that measures missing signatures for this target."""
-        return f"prunekit profile --target {self.name} --runtime {self.runtime} --model {model}"
-
-    def _entry(self, signature: str) -> TableEntry:
-        entry = self.table.get(signature)
-        if entry is None:
-            raise MissingSignatureError(signature, self.name, self.profile_command(signature))
-        return entry
-
-    def layer_latency(self, signature: str, cin: int, cout: int) -> float:
-        """Latency (ms) of one layer of `signature` at (cin, cout), interpolated on the grid.
-
-        Exact at grid points; between them the staircase is kept (see prunekit.latency.grid).
-        Raises MissingSignatureError (never returns 0) when the signature or width is not covered.
-        """
-        entry = self._entry(signature)
-        try:
-            wi = axis_weights(entry.cin, int(cin), self.align_cin, self.pad)
-            if entry.cout is None:
-                return float(sum(w * entry.ms[i] for i, w in wi))  # type: ignore[misc]
-            wo = axis_weights(entry.cout, int(cout), self.align_cout, self.pad)
-        except ValueError as exc:
-            raise MissingSignatureError(
-                signature, self.name, self.profile_command(signature), str(exc)
-            ) from None
-        return float(sum(a * b * entry.ms[i][j] for i, a in wi for j, b in wo))  # type: ignore[index]
-
-    def grid_widths(self, signature: str, axis: Literal["cin", "cout"]) -> list[int]:
-        """The measured widths of one axis (depthwise: both axes are the channel grid)."""
-        entry = self._entry(signature)
-        if axis == "cin" or entry.cout is None:
-            return list(entry.cin)
-        if axis != "cout":
-            raise ValueError("axis must be 'cin' or 'cout'")
-        return list(entry.cout)
-
-    def to_json(self) -> str:
-        """Serialise compactly (numeric rows on one line) for small, diffable files."""
-        return dump_json(self.model_dump(mode="json"))
-
-
-class ProfileSummary(BaseModel):
-    """One line of `prunekit targets`."""
-
-    name: str
-    aliases: list[str] = Field(default_factory=list)
-    runtime: str = ""
-    precision: str = ""
-    batch_size: int = 1
-    threads: int | None = None
-    provenance: str = ""
-    device_model: str = ""
-    signatures: int = 0
-    models: list[str] = Field(default_factory=list)
-    source: str = ""
-    path: str = ""
-    error: str | None = None
-
-
-# --------------------------------------------------------------------- files
-def shipped_dir() -> Path:
-    """Profiles shipped with prunekit: `prunekit/_profiles` in a wheel, `profiles/` in a checkout."""
-    inside = Path(prunekit.__file__).parent / "_profiles"
-    if inside.is_dir():
-        return inside
-    return Path(prunekit.__file__).resolve().parent.parent / "profiles"
-
-
-def user_dir() -> Path:
-    """User profiles: $PRUNEKIT_PROFILE_DIR, default ~/.config/prunekit/profiles."""
-    env = os.environ.get("PRUNEKIT_PROFILE_DIR")
-    return Path(env).expanduser() if env else Path("~/.config/prunekit/profiles").expanduser()
-
-
-def _profile_files() -> list[tuple[str, Path]]:
-    """(source, path) of every profile file; user files first so they shadow shipped ones."""
-    out: list[tuple[str, Path]] = []
-    for source, folder in (("user", user_dir()), ("shipped", shipped_dir())):
-        if folder.is_dir():
-            out.extend((source, p) for p in sorted(folder.glob("*.json")))
-    return out
-
-
-def _format_validation(exc: ValidationError, path: Path | str) -> PrunekitError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "<top level>"
-    more = f" (+{exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-    return PrunekitError(
-        f"malformed profile {path}: field {loc!r}: {err.get('msg', 'invalid')}{more}",
-        "fix or delete the file, or re-measure it with `prunekit profile`",
-    )
-
-
-def read_profile_file(path: Path) -> Profile:
-    """Parse and validate one profile file; errors name the file and the bad field."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PrunekitError(f"profile file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise PrunekitError(
-            f"malformed profile {path}: not valid JSON (line {exc.lineno}: {exc.msg})",
-            "fix or delete the file",
-        ) from None
-    except UnicodeDecodeError:
-        raise PrunekitError(f"malformed profile {path}: not UTF-8 text", "fix or delete the file") from None
-    except OSError as exc:
-        raise PrunekitError(f"cannot read profile {path}: {exc.strerror or exc}") from None
-    if not isinstance(raw, dict):
-        raise PrunekitError(f"malformed profile {path}: the top level must be a JSON object")
-    version = raw.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise PrunekitError(
-            f"malformed profile {path}: field 'schema_version': {version} is not supported",
-            f"this prunekit reads schema version {SCHEMA_VERSION}",
-        )
-    try:
-        prof = Profile.model_validate(raw)
-    except ValidationError as exc:
-        raise _format_validation(exc, path) from None
-    prof._source = Path(path)
-    return prof
-
-
-def find_profile_path(name: str) -> Path | None:
-    """The file that defines target `name` (by name, alias or file stem), user dir first."""
-    files = _profile_files()
-    for _, p in files:
-        if p.stem == name:
-            return p
-    for _, p in files:
-        try:
-            raw = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(raw, dict) and (raw.get("name") == name or name in (raw.get("aliases") or [])):
-            return p
-    return None
-
-
-def known_targets() -> list[str]:
-    """Names of every profile that can be found (user and shipped)."""
-    names: list[str] = []
-    for _, p in _profile_files():
-        try:
-            raw = json.loads(p.read_text(encoding="utf-8"))
-            n = raw.get("name", p.stem) if isinstance(raw, dict) else p.stem
-        except (OSError, json.JSONDecodeError):
-            n = p.stem
-        if n not in names:
-            names.append(n)
-    return names
-
-
-def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
-    """Load a profile by target name, alias, or file path.
-
-    Looks in $PRUNEKIT_PROFILE_DIR (default ~/.config/prunekit/profiles), then in the profiles
-    shipped with prunekit. Unknown names raise PrunekitError listing the known targets.
-    """
-    text = str(name_or_path)
-    as_path = Path(text).expanduser()
-    if text.endswith(".json") or os.sep in text or as_path.is_file():
-        if not as_path.is_file():
-            raise PrunekitError(
-                f"profile file {as_path} does not exist",
-                f"known targets: {', '.join(known_targets()) or 'none'}",
-            )
-        return read_profile_file(as_path)
-    path = find_profile_path(text)
-    if path is None:
-        known = ", ".join(known_targets()) or "none"
-        raise PrunekitError(
-            f"unknown target {text!r}; known targets: {known}",
-            f"measure a new one with `prunekit profile --target {text} --runtime onnxruntime --model <MODEL>`",
-        )
-    return read_profile_file(path)
-
-
-def list_profiles() -> list[ProfileSummary]:
-    """A summary of every shipped and user profile (a broken file is listed with its error)."""
-    out: list[ProfileSummary] = []
-    seen: set[str] = set()
-    for source, path in _profile_files():
-        try:
-            p = read_profile_file(path)
-        except PrunekitError as exc:
-            out.append(ProfileSummary(name=path.stem, source=source, path=str(path), error=exc.one_line()))
-            continue
-        shadowed = p.name in seen
-        seen.add(p.name)
-        out.append(
-            ProfileSummary(
-                name=p.name,
-                aliases=p.aliases,
-                runtime=p.runtime,
-                precision=p.precision,
-                batch_size=p.batch_size,
-                threads=p.threads,
-                provenance=p.provenance.kind,
-                device_model=p.provenance.device_model,
-                signatures=len(p.table),
-                models=sorted(p.models),
-                source=source + (" (shadowed by user profile)" if shadowed else ""),
-                path=str(path),
-            )
-        )
-    return out
-
-
-# --------------------------------------------------------------------- saving
-def merge_profiles(ours: Profile, theirs: Profile) -> Profile:
-    """`ours` plus whatever `theirs` (e.g. another process's save) has that ours lacks."""
-    merged = ours.model_copy(deep=True)
-    for sig, entry in theirs.table.items():
-        mine = merged.table.get(sig)
-        if mine is None:
-            merged.table[sig] = entry
-            continue
-        cells = entry.cells() | mine.cells()
-        depthwise = mine.cout is None
-        cand = _complete(cells, depthwise, mine.dtype)
-        if cand is not None:
-            merged.table[sig] = cand
-    for key, rec in theirs.models.items():
-        merged.models.setdefault(key, rec)
-    for key, samples in theirs.constant.samples.items():
-        if key not in merged.constant.samples:
-            merged.constant.samples[key] = samples
-    for key, cost in theirs.constant.ops.items():
-        merged.constant.ops.setdefault(key, cost)
-    merged._source = ours._source
-    return merged
-
-
-def _complete(cells: dict[tuple[int, int], float], depthwise: bool, dtype: str) -> TableEntry | None:
-    """A table entry from `cells` if they form a full grid (else None)."""
-    if depthwise:
-        return TableEntry.from_cells(cells, True, dtype)
-    cin = sorted({a for a, _ in cells})
-    cout = sorted({b for _, b in cells})
-    if len(cells) != len(cin) * len(cout):
-        return None
-    return TableEntry.from_cells(cells, False, dtype)
-
-
-def save_profile(profile: Profile, path: str | os.PathLike[str]) -> Path:
-    """Write `profile` to `path` atomically, merging entries another writer saved meanwhile.
-
-    Two processes profiling different models into the same file both keep their entries:
-    the write happens under a file lock, after re-reading and merging what is on disk.
-    """
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(_lock_path(target)), timeout=120):
-        merged = profile
-        if target.is_file():
-            try:
-                on_disk = read_profile_file(target)
-            except PrunekitError:
-                on_disk = None
-            if on_disk is not None:
-                merged = merge_profiles(profile, on_disk)
-        write_text(target, merged.to_json())
-    merged._source = target
-    return target
-
-
-def _lock_path(target: Path) -> Path:
-    """A lock file for `target` outside its folder (no stray files next to shipped profiles)."""
-    import hashlib
-    import tempfile
-
-    folder = Path(tempfile.gettempdir()) / "prunekit-locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha1(str(target.resolve()).encode()).hexdigest()[:16]
-    return folder / f"{target.name}.{digest}.lock"
-
-
-def dump_json(obj: Any) -> str:
-    """Indented JSON, with lists of numbers kept on one line (tables stay small and readable)."""
-
-    def enc(o: Any, level: int) -> str:
-        pad = "  " * (level + 1)
-        end = "  " * level
-        if isinstance(o, dict):
-            if not o:
-                return "{}"
-            items = [f"{pad}{json.dumps(str(k))}: {enc(v, level + 1)}" for k, v in o.items()]
-            return "{\n" + ",\n".join(items) + "\n" + end + "}"
-        if isinstance(o, list):
-            if all(not isinstance(v, (dict, list)) for v in o):
-                return "[" + ", ".join(json.dumps(v, allow_nan=False) for v in o) + "]"
-            if all(isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v) for v in o):
-                return "[\n" + ",\n".join(pad + enc(v, level + 1) for v in o) + "\n" + end + "]"
-            return "[\n" + ",\n".join(pad + enc(v, level + 1) for v in o) + "\n" + end + "]"
-        return json.dumps(o, allow_nan=False)
-
-    return enc(obj, 0) + "\n"
+from prunekit.latency.schema import (
+    SCHEMA_VERSION,
+    Constant,
+    EstimatedProvenance,
+    MeasuredProvenance,
+    MissingSignatureError,
+    ModelRecord,
+    OpCost,
+    Precision,
+    Profile,
+    ProfileSummary,
+    Provenance,
+    TableEntry,
+    dump_json,
+)
+from prunekit.latency.store import (
+    find_profile_path,
+    known_targets,
+    list_profiles,
+    load_profile,
+    merge_profiles,
+    read_profile_file,
+    save_profile,
+    shipped_dir,
+    user_dir,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Constant",
+    "EstimatedProvenance",
+    "MeasuredProvenance",
+    "MissingSignatureError",
+    "ModelRecord",
+    "OpCost",
+    "Precision",
+    "Profile",
+    "ProfileSummary",
+    "Provenance",
+    "TableEntry",
+    "dump_json",
+    "find_profile_path",
+    "known_targets",
+    "list_profiles",
+    "load_profile",
+    "merge_profiles",
+    "read_profile_file",
+    "save_profile",
+    "shipped_dir",
+    "user_dir",
+]

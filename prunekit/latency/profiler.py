@@ -1,27 +1,23 @@
 """`prunekit profile`: measure the latency table a model needs, on this machine.
 
-For every layer signature the model uses, time the layer over a (cin, cout) grid (warm-up,
-repeats, robust average) on the chosen runtime, and add it to the target's profile. The
-profile is saved after every signature, so an interrupted run continues where it stopped
-when rerun; signatures and grid points already in the profile are not measured again.
-For ONNX Runtime the run ends with a calibration: the dense model (and an unevenly pruned
-copy) run under ONNX Runtime's profiler, and every node the table does not cover (pools,
-element-wise ops, layout reorders) is recorded to fit the profile's constant model.
+For every layer signature the model uses, time the layer over a (cin, cout) grid on the chosen
+runtime (looked up by name in `prunekit.runtimes`), and add it to the target's profile. The
+profile is saved after every signature, so an interrupted run continues where it stopped when
+rerun; signatures and grid points already in the profile are not measured again. The run ends
+with the runtime's calibration of the constant model (ONNX Runtime: the dense model and an
+unevenly pruned copy run under its profiler, every node the table does not cover is recorded)
+and a dense end-to-end check: consecutive warm runs of the dense model, measured vs predicted.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-import platform
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from prunekit.errors import PrunekitError
@@ -35,19 +31,20 @@ from prunekit.latency.layers import (
     enumerate_layers,
     parse_signature,
 )
-from prunekit.latency.profile import (
-    MeasuredProvenance,
-    ModelRecord,
-    Profile,
-    TableEntry,
+from prunekit.latency.measure import LatencyStats, TimingOptions
+from prunekit.latency.schema import MeasuredProvenance, ModelRecord, Profile, TableEntry
+from prunekit.latency.store import (
+    LOCAL,
     find_profile_path,
+    local_profile_path,
     read_profile_file,
     save_profile,
     shipped_dir,
     user_dir,
 )
+from prunekit.runtimes.base import Execution, ModelRef, Runtime
 
-RUNTIMES = ("onnxruntime", "torch", "tensorrt")
+DENSE_CHECK = TimingOptions(warmup=5, repeats=30)
 
 
 @dataclass
@@ -92,102 +89,6 @@ class ProfileRun:
         }
 
 
-# ------------------------------------------------------------------ machine facts
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (platform fallback elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def runtime_version(runtime: str) -> str:
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        return f"onnxruntime {ort.__version__}"
-    if runtime == "tensorrt":
-        import tensorrt as trt
-
-        return f"tensorrt {trt.__version__}"
-    return f"torch {torch.__version__}" + (f" cuda {torch.version.cuda}" if torch.cuda.is_available() else "")
-
-
-def build_torchvision(name: str, num_classes: int = 1000) -> nn.Module:
-    """An untrained model by name (torchvision, timm:<name> or package.module:factory), in eval mode:
-    latency does not depend on the weights."""
-    from prunekit.models import build_model
-
-    return build_model(name, num_classes).eval()
-
-
-# ------------------------------------------------------------------ runtimes
-def _measure_cells_fn(
-    runtime: str, profile: Profile, device: str
-) -> Callable[..., dict[tuple[int, int], float]]:
-    if runtime == "onnxruntime":
-        from prunekit.latency.ort_layers import measure_cells
-
-        def ort_fn(
-            info: dict[str, Any], cells: list[tuple[int, int]], on_chunk: Callable[[int], None]
-        ) -> Any:
-            return measure_cells(info, cells, profile.batch_size, profile.threads or 1, on_chunk=on_chunk)
-
-        return ort_fn
-    if runtime == "torch":
-        from prunekit.latency.torch_layers import measure_cells_torch
-
-        def torch_fn(
-            info: dict[str, Any], cells: list[tuple[int, int]], on_chunk: Callable[[int], None]
-        ) -> Any:
-            return measure_cells_torch(
-                info, cells, profile.batch_size, device, profile.precision == "fp16", on_chunk=on_chunk
-            )
-
-        return torch_fn
-    from prunekit.latency.torch_layers import measure_cells_tensorrt
-
-    def trt_fn(info: dict[str, Any], cells: list[tuple[int, int]], on_chunk: Callable[[int], None]) -> Any:
-        return measure_cells_tensorrt(
-            info, cells, profile.batch_size, profile.precision == "fp16", on_chunk=on_chunk
-        )
-
-    return trt_fn
-
-
-def choose_threads(
-    model: nn.Module, input_shape: tuple[int, int, int, int], candidates: list[int], repeats: int = 40
-) -> tuple[int, dict[str, float]]:
-    """The fastest ONNX Runtime thread count for the dense model (interleaved wall-clock timing).
-
-    Compares each count's fastest run: on a machine shared with other work the median mostly
-    measures how often a run was interrupted (worse the more threads it needs), while the
-    fastest run shows what the thread count does on a quiet machine.
-    """
-    import time
-
-    from prunekit.latency.measure import input_feed, model_to_onnx, ort_session
-
-    data = model_to_onnx(model, input_shape)
-    sessions = {t: ort_session(data, t) for t in candidates}
-    feeds = {t: input_feed(s, input_shape) for t, s in sessions.items()}
-    times: dict[int, list[float]] = {t: [] for t in candidates}
-    for t, s in sessions.items():
-        for _ in range(3):
-            s.run(None, feeds[t])
-    for _ in range(repeats):
-        for t, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, feeds[t])
-            times[t].append((time.perf_counter() - t0) * 1e3)
-    med = {t: min(v) for t, v in times.items()}
-    best = min(med, key=lambda t: med[t])
-    return best, {str(t): round(v, 4) for t, v in med.items()}
-
-
 # ------------------------------------------------------------------ grid planning
 def plan_signature(
     layers: list[LayerSpec], profile: Profile, opts: GridOptions
@@ -229,82 +130,56 @@ def missing_cells(entry: TableEntry | None, cin: list[int], cout: list[int] | No
 # ------------------------------------------------------------------ main entry
 def new_profile(
     target: str,
-    runtime: str,
-    threads: int | None,
+    runtime: Runtime,
+    execution: Execution,
     batch_size: int,
-    precision: str,
     input_size: tuple[int, int],
-    device: str,
+    threads: int | None,
 ) -> Profile:
-    """An empty measured profile for this machine."""
-    align_cin = align_cout = 1
-    pad = 8
-    if runtime == "onnxruntime":
-        from prunekit.latency.ort_layers import detect_alignment
-
-        align_cin, align_cout, pad = detect_alignment(threads or 1)
-    elif runtime == "tensorrt" or (runtime == "torch" and device.startswith("cuda")):
-        align_cin, align_cout, pad = 8, 8, 8 if precision == "fp16" else 4
-    dev_model = cpu_model() if device == "cpu" else torch.cuda.get_device_name(0)
+    """An empty measured profile for this machine, with the runtime's kernel alignment."""
+    align_cin, align_cout, pad = runtime.alignment(execution)
+    dev_model = runtime.device_model(execution.device)
     prov = MeasuredProvenance(
-        device=device,
+        device=execution.device,
         device_model=dev_model,
-        runtime_version=runtime_version(runtime),
+        runtime_version=runtime.version(),
         date=_dt.date.today().isoformat(),
         cores=os.cpu_count(),
     )
     return Profile(
         name=target,
-        runtime=runtime,
-        precision=precision,
-        batch_size=batch_size,  # type: ignore[arg-type]
+        runtime=runtime.name,
+        precision=execution.precision,  # type: ignore[arg-type]
+        batch_size=batch_size,
         threads=threads,
         input_size=input_size,
         align_cin=align_cin,
         align_cout=align_cout,
         pad=pad,
         provenance=prov,
-        description=f"measured with `prunekit profile` ({runtime}, {precision}) on {dev_model}",
+        description=f"measured with `prunekit profile` ({runtime.name}, {execution.precision}) on {dev_model}",
     )
 
 
-def _same_machine(p: Profile, runtime: str, device: str) -> bool:
+def _same_machine(p: Profile, runtime: Runtime, device: str) -> bool:
     prov = p.provenance
-    if prov.kind != "measured" or p.runtime != runtime:
+    if prov.kind != "measured" or p.runtime != runtime.name:
         return False
-    dev_model = (
-        cpu_model()
-        if device == "cpu"
-        else (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-    )
-    return prov.device_model == dev_model and prov.runtime_version == runtime_version(runtime)
-
-
-def _resolve_device(runtime: str, device: str) -> str:
-    """cpu or cuda:0 for `runtime`; a GPU runtime without a GPU is a MissingDependencyError."""
-    from prunekit.latency.measure import require_cuda
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise PrunekitError(f"unknown device {device!r}", "choose auto, cpu or cuda")
-    if runtime == "onnxruntime":
-        if device == "cuda":
-            raise PrunekitError(
-                "the onnxruntime runtime is profiled on the CPU", "drop --device or use --runtime torch"
-            )
-        return "cpu"
-    if runtime == "tensorrt" or device == "cuda":
-        require_cuda()
-        return "cuda:0"
-    if device == "auto" and torch.cuda.is_available():
-        return "cuda:0"
-    return "cpu"
+    return prov.device_model == runtime.device_model(device) and prov.runtime_version == runtime.version()
 
 
 def resolve_output(target: str, out: str | os.PathLike[str] | None) -> Path:
     """Where `profile` writes: --out, else the user profile dir."""
     if out is not None:
         return Path(out).expanduser()
+    if target == LOCAL:
+        return local_profile_path()
     return user_dir() / f"{target}.json"
+
+
+def model_key(label: str, hw: tuple[int, int], num_classes: int | None) -> str:
+    """The key of a model record: `resnet18@224x224`, `resnet18@32x32/c10`."""
+    return f"{label}@{hw[0]}x{hw[1]}" + (f"/c{num_classes}" if num_classes not in (None, 1000) else "")
 
 
 def profile_model(
@@ -329,24 +204,27 @@ def profile_model(
 ) -> ProfileRun:
     """Measure every layer signature `model` needs on `runtime` and add it to profile `target`.
 
-    Extends the profile at `out` (default: the user profile dir) incrementally: it is saved
-    after every signature, and points already measured are skipped, so rerunning an
-    interrupted call continues it. Returns what was measured.
+    `model_name_or_module` is any model spec `compress` takes (a torchvision name, `timm:<name>`,
+    `package.module:factory`) or a module. Extends the profile at `out` (default: the user
+    profile dir) incrementally: it is saved after every signature, and points already measured
+    are skipped, so rerunning an interrupted call continues it. Returns what was measured.
     """
-    from prunekit.latency.measure import require_runtime
+    from prunekit.progress import progress_bar
+    from prunekit.runtimes import get_runtime
 
-    if runtime not in RUNTIMES:
-        raise PrunekitError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(RUNTIMES)}")
-    require_runtime(runtime)
+    rt = get_runtime(runtime)
+    rt.require()
     console = console or Console(stderr=True)
-    device = _resolve_device(runtime, device)
-    precision = precision or ("fp16" if runtime == "tensorrt" else "fp32")
-    if runtime == "onnxruntime" and precision != "fp32":
-        raise PrunekitError("the onnxruntime CPU runtime is profiled in fp32", "drop --precision")
-    hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise PrunekitError(f"unknown device {device!r}", "choose auto, cpu or cuda")
+    device = rt.resolve_device(device)
+    precision = rt.check_precision(precision or rt.default_precision)
+    hw = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
     if isinstance(model_name_or_module, str):
+        from prunekit.models import build_model
+
         label = model_label or model_name_or_module
-        model = build_torchvision(model_name_or_module, num_classes)
+        model = build_model(model_name_or_module, num_classes).eval()  # untrained: latency ignores weights
     else:
         label = model_label or type(model_name_or_module).__name__
         model = model_name_or_module.eval()
@@ -356,9 +234,9 @@ def profile_model(
     seeded = None
     if path.is_file():
         prof = read_profile_file(path)
-        if prof.runtime != runtime:
+        if prof.runtime != rt.name:
             raise PrunekitError(
-                f"profile {path} is for runtime {prof.runtime}, not {runtime}",
+                f"profile {path} is for runtime {prof.runtime}, not {rt.name}",
                 "use another --target name or --out file",
             )
         if threads is not None and prof.threads not in (None, threads):
@@ -366,15 +244,20 @@ def profile_model(
                 f"profile {path} was measured with {prof.threads} threads, not {threads}",
                 "a profile has one thread count: use another --target name",
             )
+        if prof.precision != precision:
+            raise PrunekitError(
+                f"profile {path} is for precision {prof.precision}, not {precision}",
+                "a profile has one precision: use another --target name",
+            )
     else:
         prof = None
         shipped = find_profile_path(target)
         if shipped is not None and shipped.parent == shipped_dir():
             cand = read_profile_file(shipped)
-            if _same_machine(cand, runtime, device) and threads in (None, cand.threads):
+            if _same_machine(cand, rt, device) and threads in (None, cand.threads) and cand.precision == precision:
                 prof, seeded = cand, str(shipped)
         if prof is None:
-            prof = new_profile(target, runtime, threads, batch_size, precision, hw, device)
+            prof = new_profile(target, rt, Execution(threads or 1, precision, device), batch_size, hw, threads)
     if prof.batch_size != batch_size:
         raise PrunekitError(
             f"profile {prof.name} is for batch size {prof.batch_size}, not {batch_size}",
@@ -383,19 +266,22 @@ def profile_model(
     input_shape = (prof.batch_size, 3, hw[0], hw[1])
 
     run = ProfileRun(profile=prof, path=path, model=label, seeded_from=seeded)
-    if runtime == "onnxruntime" and prof.threads is None:
+    if prof.threads is None and rt.uses_threads:
         cands = [t for t in (1, 2, 4) if t <= (os.cpu_count() or 1)] or [1]
-        best, choice = choose_threads(model, input_shape, cands)
-        prof.threads = best
-        if prof.provenance.kind == "measured":
-            prof.provenance.threads_choice = choice
-        console.print(
-            f"threads: measured {choice} ms for the dense {label}; using {best} "
-            f"(the fastest here) — recorded in the profile"
-        )
+        chosen = rt.choose_threads(model, input_shape, cands)
+        if chosen is not None:
+            best, choice = chosen
+            prof.threads = best
+            if prof.provenance.kind == "measured":
+                prof.provenance.threads_choice = choice
+            console.print(
+                f"threads: measured {choice} ms for the dense {label}; using {best} "
+                f"(the fastest here) — recorded in the profile"
+            )
     run.threads = prof.threads or 1
     if prof.provenance.kind == "measured":
         run.threads_choice = dict(prof.provenance.threads_choice)
+    execution = Execution(prof.threads or 1, prof.precision, device)
 
     # ---- plan
     layers = enumerate_layers(model, input_shape)
@@ -410,27 +296,18 @@ def profile_model(
         cells = missing_cells(prof.table.get(sig), cin, cout)
         if cells:
             plan.append((sig, cells))
-    measure = _measure_cells_fn(runtime, prof, device)
     total = sum(len(c) for _, c in plan)
     console.print(
         f"{label}: {len(by_sig)} layer signatures, {len(plan)} to measure ({total} grid points) -> {path}"
     )
 
     # ---- measure, saving after every signature
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not progress,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("profiling", total=max(total, 1))
+    with progress_bar(console, disable=not progress) as bar:
+        task = bar.add_task("profiling", total=max(total, 1), info="")
         for sig, cells in plan:
-            bar.update(task, description=f"{sig}")
+            bar.update(task, description="profiling", info=sig)
             info = parse_signature(sig)
-            got = measure(info, cells, lambda n: bar.advance(task, n))
+            got = rt.measure_cells(info, cells, execution, prof.batch_size, lambda n: bar.advance(task, n))
             old = prof.table.get(sig)
             merged = (old.cells() if old else {}) | got
             prof.table[sig] = TableEntry.from_cells(
@@ -440,49 +317,44 @@ def profile_model(
             run.cells_measured += len(cells)
             save_profile(prof, path)
             prof = read_profile_file(path)  # pick up what a concurrent writer added
-            measure = _measure_cells_fn(runtime, prof, device)
-        bar.update(task, completed=max(total, 1), description="done")
+        bar.update(task, completed=max(total, 1), info="done")
 
     # ---- calibration + dense check
-    key = f"{label}@{hw[0]}x{hw[1]}" + (f"/c{num_classes}" if num_classes != 1000 else "")
+    classes = num_classes if isinstance(model_name_or_module, str) else _classes(layers)
     record = ModelRecord(
         model=label,
         arch=arch_key(layers),
         input_shape=list(input_shape),
-        num_classes=num_classes if isinstance(model_name_or_module, str) else None,
+        num_classes=classes,
         signatures=len(by_sig),
     )
-    if runtime == "onnxruntime" and calibrate:
-        from prunekit.latency.ort_graph import calibrate_constant
-
-        console.print("calibrating the constant model (ONNX Runtime profiler on the dense and a pruned copy)")
-        prof = calibrate_constant(prof, model, input_shape, label)
-    stats, run.dense_predicted_ms = _dense_check(prof, model, input_shape, runtime, device)
+    if calibrate:
+        prof = rt.calibrate(prof, model, input_shape, console.print)
+    stats, run.dense_predicted_ms = dense_check(prof, model, input_shape, rt, execution)
     run.dense_measured_ms = round(stats.median_ms, 4)
     record.dense_measured_ms = run.dense_measured_ms
     record.dense_measured_fast_ms = round(stats.fast_ms, 4)
     record.dense_predicted_ms = run.dense_predicted_ms
-    prof.models[key] = record
+    prof.models[model_key(label, hw, classes)] = record
     save_profile(prof, path)
     run.profile = read_profile_file(path)
     return run
 
 
-def _dense_check(
-    prof: Profile, model: nn.Module, input_shape: tuple[int, int, int, int], runtime: str, device: str
-) -> tuple[Any, float | None]:
-    """Measured vs predicted end-to-end latency of the dense model (the profile's own check)."""
-    from prunekit.latency.measure import measure_onnx, measure_tensorrt, measure_torch, model_to_onnx
+def _classes(layers: list[LayerSpec]) -> int | None:
+    heads = [s for s in layers if s.op == OP_LINEAR]
+    return heads[-1].cout if heads else None
+
+
+def dense_check(
+    prof: Profile, model: nn.Module, input_shape: tuple[int, int, int, int], runtime: Runtime, execution: Execution
+) -> tuple[LatencyStats, float | None]:
+    """Measured (consecutive warm runs) vs predicted end-to-end latency of the dense model."""
     from prunekit.latency.predict import predict_latency
 
     try:
         pred = predict_latency(model, prof, input_shape).total_ms
     except PrunekitError:
         pred = None
-    if runtime == "onnxruntime":
-        stats = measure_onnx(model_to_onnx(model, input_shape), prof.threads or 1, input_shape, 5, 30)
-    elif runtime == "torch":
-        stats = measure_torch(model, input_shape, device, half=prof.precision == "fp16")
-    else:
-        stats = measure_tensorrt(model_to_onnx(model, input_shape), fp16=prof.precision == "fp16")
+    stats = runtime.time_model(ModelRef(module=model), input_shape, execution, DENSE_CHECK)
     return stats, (round(pred, 4) if pred is not None else None)

@@ -5,10 +5,12 @@ from prunekit.optim.sam import (
     SAM,
     ascent_context,
     channel_perturbation,
+    coupled_channel_perturbation,
     disable_running_stats,
     enable_running_stats,
     global_perturbation,
     running_stats_frozen,
+    weights_of,
 )
 
 __all__ = [
@@ -16,8 +18,10 @@ __all__ = [
     "SAM",
     "ascent_context",
     "channel_perturbation",
+    "coupled_channel_perturbation",
     "disable_running_stats",
     "enable_running_stats",
     "global_perturbation",
     "running_stats_frozen",
+    "weights_of",
 ]

@@ -7,15 +7,21 @@ One SAM step is two forward/backward passes:
 2. the *descent pass* at w + eps gives the sharpness-aware gradient; ``second_step()`` puts w
    back and lets the base optimizer step with that gradient.
 
+ASAM's scaling T applies to the parameters in ``scaled`` (default: all of them). The reference
+ASAM implementation scales weights only and leaves biases at T = 1; ``weights_of(model)`` gives
+that set (parameters named ``*.weight``: conv / linear weights and norm scales), and prunekit's
+optimizers pass it.
+
 The radius ``rho`` is either one float (the norm is taken over all perturbed parameters, as in
 SAM/ASAM), or per parameter / per output channel (AdaSAP): a mapping ``parameter -> radius``
 where the radius is a float (norm over that tensor) or a 1-D tensor with one radius per output
 channel (dim 0; the norm is taken per channel). A callable returning either form is evaluated
 at every ascent pass, so radii can follow importance scores that change during training.
 
-Cheaper variant (``every=k > 1``): the ascent pass runs only on every k-th step; on the other
-steps ``first_step()`` re-applies the last perturbation ``eps`` unchanged (no gradient needed),
-so those steps cost one forward/backward. Training loops ask ``needs_ascent_pass()``::
+Cheaper variant (``every=k > 1``; prunekit's own, not from the SAM / ASAM papers): the ascent pass
+runs only on every k-th step; on the other steps ``first_step()`` re-applies the last perturbation
+``eps`` unchanged (no gradient needed), so those steps cost one forward/backward. Training loops
+ask ``needs_ascent_pass()``::
 
     optimizer.zero_grad()
     if sam.needs_ascent_pass():
@@ -52,7 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -79,40 +85,81 @@ def channel_perturbation(
     T is ``|w| + eta`` when ``adaptive`` (ASAM) and the identity otherwise (SAM).
     Channels whose gradient is not finite (an AMP overflow) get eps = 0.
     """
-    t = weight.detach().abs() + eta if adaptive else None
-    g = grad.detach()
-    tg = g * t if t is not None else g
-    channels = 1 if tg.dim() == 0 else tg.shape[0]
-    norms = torch.linalg.vector_norm(tg.reshape(channels, -1), dim=1)
-    scale = _radii_tensor(radii, channels, tg) / (norms + _NORM_EPS)
-    numerator = tg * t if t is not None else tg
-    eps = numerator.reshape(channels, -1) * scale[:, None]
-    eps = torch.where(torch.isfinite(norms)[:, None], eps, torch.zeros_like(eps))
-    return eps.reshape(tg.shape)
+    return coupled_channel_perturbation([weight], [grad], radii, adaptive=[adaptive], eta=eta)[0]
 
 
-def global_perturbation(
-    weights: list[Tensor], grads: list[Tensor], rho: float, *, adaptive: bool, eta: float = ASAM_ETA
+def coupled_channel_perturbation(
+    weights: list[Tensor], grads: list[Tensor], radii: Radius, *, adaptive: list[bool], eta: float = ASAM_ETA
 ) -> list[Tensor]:
-    """SAM/ASAM perturbation with one radius: ``eps = rho * T^2 g / ||T g||``, norm over all tensors.
+    """Per-channel perturbation of tensors that share their output channels (dim 0), e.g. a conv's
+    weight and the BatchNorm gamma / beta after it: channel i of all of them is one neuron, whose
+    perturbation has norm ``rho_i`` over all its entries together:
 
-    Returns all zeros when any gradient is not finite (an AMP overflow step).
+        eps_i = rho_i * T_i^2 g_i / ||T_i g_i||,   the norm over the neuron's entries in every tensor
+
+    ``adaptive[k]``: ASAM's T = |w| + eta for tensor k (else T = 1). One tensor: `channel_perturbation`.
     """
     if not weights:
         return []
+    channels = 1 if weights[0].dim() == 0 else weights[0].shape[0]
+    tgs, ts = [], []
+    for w, g, flag in zip(weights, grads, adaptive, strict=True):
+        if (1 if w.dim() == 0 else w.shape[0]) != channels:
+            raise PrunekitError("coupled tensors must have the same number of output channels (dim 0)")
+        t = w.detach().abs() + eta if flag else None
+        tgs.append((g.detach() * t if t is not None else g.detach()).reshape(channels, -1))
+        ts.append(t)
+    device = tgs[0].device
+    sq = sum(tg.to(device).pow(2).sum(dim=1) for tg in tgs)
+    norms = torch.sqrt(sq)
+    scale = _radii_tensor(radii, channels, tgs[0]) / (norms + _NORM_EPS)
+    finite = torch.isfinite(norms)
+    out = []
+    for w, tg, t in zip(weights, tgs, ts, strict=True):
+        numerator = tg * t.reshape(channels, -1) if t is not None else tg
+        eps = numerator * scale.to(tg.device)[:, None]
+        eps = torch.where(finite.to(tg.device)[:, None], eps, torch.zeros_like(eps))
+        out.append(eps.reshape(w.shape))
+    return out
+
+
+def global_perturbation(
+    weights: list[Tensor],
+    grads: list[Tensor],
+    rho: float,
+    *,
+    adaptive: bool,
+    eta: float = ASAM_ETA,
+    scaled: list[bool] | None = None,
+) -> list[Tensor]:
+    """SAM/ASAM perturbation with one radius: ``eps = rho * T^2 g / ||T g||``, norm over all tensors.
+
+    With ``adaptive``, T = |w| + eta for the tensors whose ``scaled`` flag is True (all when
+    None) and T = 1 for the others (ASAM's reference code: biases unscaled). Returns all zeros
+    when any gradient is not finite (an AMP overflow step).
+    """
+    if not weights:
+        return []
+    flags = [adaptive and (scaled is None or bool(scaled[i])) for i in range(len(weights))]
     tgs = [
-        g.detach() * (w.detach().abs() + eta) if adaptive else g.detach()
-        for w, g in zip(weights, grads, strict=True)
+        g.detach() * (w.detach().abs() + eta) if flag else g.detach()
+        for w, g, flag in zip(weights, grads, flags, strict=True)
     ]
     device = tgs[0].device
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(tg).to(device) for tg in tgs]))
     scale = rho / (norm + _NORM_EPS)
     finite = torch.isfinite(norm)
     out = []
-    for w, tg in zip(weights, tgs, strict=True):
-        eps = (tg * (w.detach().abs() + eta) if adaptive else tg) * scale.to(tg.device)
+    for w, tg, flag in zip(weights, tgs, flags, strict=True):
+        eps = (tg * (w.detach().abs() + eta) if flag else tg) * scale.to(tg.device)
         out.append(torch.where(finite.to(tg.device), eps, torch.zeros_like(eps)))
     return out
+
+
+def weights_of(model: nn.Module) -> list[Tensor]:
+    """The parameters ASAM's reference implementation scales by T = |w| + eta: those named
+    ``*.weight`` (conv / linear weights, norm scales), not biases."""
+    return [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] == "weight"]
 
 
 def _radii_tensor(radii: Radius, channels: int, like: Tensor) -> Tensor:
@@ -161,7 +208,12 @@ class SAM:
     ``rho``: float radius, ``{parameter: float | per-output-channel tensor}`` (parameters missing
     from the mapping are not perturbed), or a zero-argument callable returning either, evaluated
     at each ascent pass. ``eta``: ASAM's offset in ``T = |w| + eta``. ``every``: run the ascent
-    pass every ``every`` steps and re-use the last perturbation in between.
+    pass every ``every`` steps and re-use the last perturbation in between (prunekit's own cheaper
+    variant, not from a paper). ``scaled``: the parameters ASAM's T = |w| + eta applies to (None:
+    all; ``weights_of(model)``: weights only, as ASAM's reference code). ``coupled``: groups of
+    parameters whose output channels are the same neurons (a conv weight, the BatchNorm gamma and
+    beta after it); with per-channel radii each neuron is perturbed with one norm over the group,
+    using the radii given for the group's first parameter.
     """
 
     def __init__(
@@ -172,6 +224,8 @@ class SAM:
         adaptive: bool = False,
         eta: float = ASAM_ETA,
         every: int = 1,
+        scaled: Iterable[Tensor] | None = None,
+        coupled: Iterable[Sequence[Tensor]] = (),
     ) -> None:
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise PrunekitError(
@@ -190,6 +244,8 @@ class SAM:
         self.adaptive = adaptive
         self.eta = eta
         self.every = every
+        self._scaled: set[int] | None = None if scaled is None else {id(p) for p in scaled}
+        self.coupled: list[list[Tensor]] = [list(group) for group in coupled]
         self.step_count = 0  # completed steps (second_step calls)
         self.ascent_passes = 0  # perturbations computed from a fresh gradient
         self._eps: dict[Tensor, Tensor] = {}
@@ -333,14 +389,27 @@ class SAM:
         if not with_grad:
             raise RuntimeError("SAM ascent step without gradients: run the ascent forward/backward first")
         if isinstance(rho, Mapping):
-            out = {}
+            out: dict[Tensor, Tensor] = {}
+            grads = {id(p) for p in with_grad}
+            for group in self.coupled:  # neurons spread over several tensors: one norm per neuron
+                members = [p for p in group if id(p) in grads and p in rho]
+                if not members or any(p in out for p in members):
+                    continue
+                eps = coupled_channel_perturbation(
+                    members, [p.grad for p in members], rho[members[0]],
+                    adaptive=[self.adaptive and self._is_scaled(p) for p in members], eta=self.eta)
+                out.update(zip(members, eps, strict=True))
             for p in with_grad:
-                if p in rho:
-                    out[p] = channel_perturbation(p, p.grad, rho[p], adaptive=self.adaptive, eta=self.eta)
+                if p in rho and p not in out:
+                    out[p] = channel_perturbation(p, p.grad, rho[p], adaptive=self.adaptive and self._is_scaled(p),
+                                                  eta=self.eta)
             return out
-        eps = global_perturbation(with_grad, [p.grad for p in with_grad], float(rho),
-                                  adaptive=self.adaptive, eta=self.eta)
+        eps = global_perturbation(with_grad, [p.grad for p in with_grad], float(rho), adaptive=self.adaptive,
+                                  eta=self.eta, scaled=[self._is_scaled(p) for p in with_grad])
         return dict(zip(with_grad, eps, strict=True))
+
+    def _is_scaled(self, p: Tensor) -> bool:
+        return self._scaled is None or id(p) in self._scaled
 
 
 def ascent_context(model: nn.Module | None) -> contextlib.AbstractContextManager[Any]:

@@ -8,7 +8,6 @@ the dense model is for its pruned version.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.atomic import write_bytes
 from prunekit.errors import PrunekitError
 from prunekit.robustness.certify import certify
 from prunekit.robustness.corruptions import CORRUPTIONS, validate_names, validate_severity
@@ -222,35 +220,16 @@ def evaluate_models(
 
 def plot_accuracy(result: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
     """Bar chart PNG of accuracy per corruption (mean over severities), one bar per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from prunekit.plots import accuracy_bars, figure, write_png
 
     models = result["models"]
     names = list(models)
     first = models[names[0]]
     labels = ["clean", *first["per_corruption"].keys(), "mean"]
-    width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(min(16.0, max(8.0, 0.3 * len(labels) * len(names) + 3)), 5.0))
-    for i, n in enumerate(names):
-        m = models[n]
-        vals = [m["clean_accuracy"], *m["per_corruption"].values(), m["mean_corruption_accuracy"]]
-        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(labels))]
-        ax.bar(xs, [100 * v for v in vals], width=width, label=n)
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels([lab.replace("_", " ") for lab in labels], rotation=45, ha="right")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(0, 100)
+    series = {n: [models[n]["clean_accuracy"], *models[n]["per_corruption"].values(),
+                  models[n]["mean_corruption_accuracy"]] for n in names}
+    fig, ax = figure(figsize=(min(16.0, max(8.0, 0.3 * len(labels) * len(names) + 3)), 5.0))
     sevs = ",".join(str(s) for s in result["settings"]["severities"])
     what = f"accuracy per corruption, mean over severities {sevs}"
-    ax.set_title(f"{title}: {what}" if title else what[0].upper() + what[1:])
-    ax.grid(axis="y", alpha=0.3)
-    if len(names) > 1:
-        ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
-    return Path(path)
+    accuracy_bars(ax, labels, series, title=f"{title}: {what}" if title else what[0].upper() + what[1:])
+    return write_png(fig, path, dpi=120)

@@ -165,29 +165,61 @@ def evaluate_corruptions(
     suite there). The clean accuracy is measured on the same images unless given. `progress` is
     called with the number of images finished after every batch and cell.
     """
+    return evaluate_corruptions_shared(
+        {"model": predict}, loader, corruptions, severities, seed,
+        clean_accuracy=None if clean_accuracy is None else {"model": clean_accuracy},
+        limit=limit, device=device, progress=progress,
+    )["model"]
+
+
+def evaluate_corruptions_shared(
+    predicts: dict[str, Predict],
+    loader: Loader,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    seed: int = 0,
+    *,
+    clean_accuracy: dict[str, float] | None = None,
+    limit: int | None = None,
+    device: str | torch.device | None = None,
+    progress: Progress | None = None,
+) -> dict[str, CorruptionReport]:
+    """`evaluate_corruptions` for several models at once: every batch is corrupted ONCE per cell and
+    the same corrupted images are fed to every model (a dense and a pruned model compared on
+    identical inputs, at the cost of one corruption pass). `progress` counts images per cell, once
+    for all models.
+    """
     names = validate_names(list(corruptions) if corruptions is not None else list(CORRUPTIONS))
     sevs = [validate_severity(s) for s in severities]
     if not names or not sevs:
         raise PrunekitError("no corruptions or no severities selected")
+    if not predicts:
+        raise PrunekitError("nothing to evaluate")
     dev = torch.device(device) if device is not None else None
-    correct = {c: dict.fromkeys(sevs, 0) for c in names}
-    clean_correct = total = 0
+    correct = {m: {c: dict.fromkeys(sevs, 0) for c in names} for m in predicts}
+    clean_correct = dict.fromkeys(predicts, 0)
+    total = 0
     for b, (images, labels) in enumerate(_limited(loader, limit)):
         x = images.to(dev) if dev is not None else images
         if clean_accuracy is None:
-            clean_correct += _count_correct(predict, x, labels)
+            for m, predict in predicts.items():
+                clean_correct[m] += _count_correct(predict, x, labels)
         for c in names:
             for s in sevs:
                 xc = corrupt(x, c, s, seed=cell_seed(seed, b, c, s))
-                correct[c][s] += _count_correct(predict, xc, labels)
+                for m, predict in predicts.items():
+                    correct[m][c][s] += _count_correct(predict, xc, labels)
                 if progress is not None:
                     progress(images.shape[0])
         total += images.shape[0]
     if total == 0:
         raise PrunekitError("the evaluation data is empty", "check --data and --limit")
-    acc = {c: {s: correct[c][s] / total for s in sevs} for c in names}
-    clean = clean_accuracy if clean_accuracy is not None else clean_correct / total
-    return CorruptionReport(clean_accuracy=clean, accuracy=acc, n_images=total, seed=seed)
+    out = {}
+    for m in predicts:
+        acc = {c: {s: correct[m][c][s] / total for s in sevs} for c in names}
+        clean = clean_accuracy[m] if clean_accuracy is not None else clean_correct[m] / total
+        out[m] = CorruptionReport(clean_accuracy=clean, accuracy=acc, n_images=total, seed=seed)
+    return out
 
 
 def evaluate_corrupted_sets(

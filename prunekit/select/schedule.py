@@ -9,18 +9,16 @@ channel count, a kept ratio or a latency budget.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from prunekit.errors import PrunekitError
 
 
-def _check(start: float, final: float, steps: int, positive: bool) -> None:
+def _check(start: float, final: float, steps: int) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise PrunekitError(f"a schedule needs an integer number of steps >= 1, got {steps!r}")
     for name, value in (("start", start), ("final", final)):
-        if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-            bound = "> 0" if positive else ">= 0"
-            raise PrunekitError(f"schedule {name} must be finite and {bound}, got {value}")
+        if not math.isfinite(value) or value <= 0:
+            raise PrunekitError(f"schedule {name} must be finite and > 0, got {value}")
 
 
 def exponential_schedule(start: float, final: float, steps: int) -> list[float]:
@@ -28,7 +26,7 @@ def exponential_schedule(start: float, final: float, steps: int) -> list[float]:
 
     Monotone from ``start`` (not included) to ``final`` (the last value, exactly).
     """
-    _check(start, final, steps, positive=True)
+    _check(start, final, steps)
     log_m, log_k = math.log(start), math.log(final)
     values = [math.exp((r / steps) * log_k + (1 - r / steps) * log_m) for r in range(1, steps)]
     values.append(float(final))
@@ -38,28 +36,3 @@ def exponential_schedule(start: float, final: float, steps: int) -> list[float]:
     else:
         values = [max(min(v, final), start) for v in values]
     return values
-
-
-def linear_schedule(start: float, final: float, steps: int) -> list[float]:
-    """``[k_1, ..., k_R]`` with ``k_r = start + (final - start) * r / steps``; ends exactly at ``final``."""
-    _check(start, final, steps, positive=False)
-    values = [start + (final - start) * r / steps for r in range(1, steps)]
-    values.append(float(final))
-    return values
-
-
-SCHEDULES: dict[str, Callable[[float, float, int], list[float]]] = {
-    "exponential": exponential_schedule,
-    "linear": linear_schedule,
-}
-
-
-def make_schedule(kind: str, start: float, final: float, steps: int) -> list[float]:
-    """Schedule by name (``exponential`` | ``linear``)."""
-    try:
-        fn = SCHEDULES[kind]
-    except KeyError:
-        raise PrunekitError(
-            f"unknown schedule {kind!r}", f"choose one of: {', '.join(sorted(SCHEDULES))}"
-        ) from None
-    return fn(start, final, steps)

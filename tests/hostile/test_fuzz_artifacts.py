@@ -108,18 +108,18 @@ def test_fuzzed_baselines(tmp_path_factory, mutation, key):
 def onnx_files(tmp_path_factory):
     import torch
 
-    from prunekit.latency.measure import model_to_onnx
+    from prunekit.deploy.onnx import to_onnx
 
     d = tmp_path_factory.mktemp("onnx")
     (d / "tinymodels.py").write_text(TINY)
     sys.path.insert(0, str(d))
     from tinymodels import tiny  # type: ignore[import-not-found]
 
-    good = model_to_onnx(tiny(10), (1, 3, 32, 32))
+    good = to_onnx(tiny(10), (1, 3, 32, 32)).data
     (d / "good.onnx").write_bytes(good)
     (d / "truncated.onnx").write_bytes(good[: len(good) // 2])
     (d / "notonnx.onnx").write_bytes(b"hello, I am not a model")
-    (d / "small.onnx").write_bytes(model_to_onnx(tiny(10), (1, 3, 16, 16)))
+    (d / "small.onnx").write_bytes(to_onnx(tiny(10), (1, 3, 16, 16)).data)
     import onnx
 
     m = onnx.load_from_string(good)

@@ -39,12 +39,22 @@ def _assert_clean(result) -> None:
             "Usage:" in result.output
 
 
+METHOD_OF = {
+    "--rho-max": ["--method", "adasap", "--warmup-epochs", "0", "--prune-every", "0"],
+    "--csam-mu": ["--method", "csam", "--mask-epochs", "0"],
+    "--csam-tau": ["--method", "csam", "--mask-epochs", "0"],
+    "--pgd-eps": ["--method", "s2ap", "--score-epochs", "0"],
+}
+
+
 @SETTINGS
 @given(option=st.sampled_from(["--prune-ratio", "--latency-budget", "--latency-ms", "--lr", "--rho", "--rho-max",
                                "--csam-mu", "--pgd-eps", "--csam-tau"]), value=weird_number)
 def test_numeric_options(cli, tmp_path_factory, option, value):
     out = tmp_path_factory.mktemp("fuzz") / "run"
     extra = ["--target", "cpu-ort"] if option in ("--latency-budget", "--latency-ms") else []
+    # a method's option goes with its method (elsewhere it is refused before validation)
+    extra += METHOD_OF.get(option, [])
     result = cli(["compress", "--data", "synthetic:16", "--input-size", "16", "--pretrain-epochs", "0",
                   "--epochs", "0", "--out", str(out), *extra, option, repr(value)])
     _assert_clean(result)

@@ -28,3 +28,22 @@ def test_shipped_jetson_profile_loads():
     prof = load_profile("jetson-orin")
     assert prof.provenance.kind == "estimated" and "resnet50@224x224" in prof.models
     assert load_profile("orin").name == "jetson-orin"
+
+
+def test_shipped_jetson_profile_is_reproducible(tmp_path):
+    """tools/estimate_profile.py regenerates the shipped table exactly (only the provenance date may differ)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("estimate_tool", root / "tools" / "estimate_profile.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "orin.json"
+    assert tool.main(["--out", str(out)]) == 0
+    made, shipped = json.loads(out.read_text()), json.loads((root / "profiles" / "jetson-orin.json").read_text())
+    assert made["table"] == shipped["table"] and made["constant"] == shipped["constant"]
+    assert sorted(made["models"]) == sorted(shipped["models"])
+    made["provenance"].pop("date"), shipped["provenance"].pop("date")
+    assert made["provenance"] == shipped["provenance"]

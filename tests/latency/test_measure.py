@@ -1,77 +1,106 @@
-"""Measurement helpers: ONNX Runtime timing, interleaved pairs, clear errors for missing runtimes."""
+"""The timing schedules, on scripted timers: warm blocks see a warm model, interleaving a cold one."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-import torch
-from latency_helpers import INPUT, tiny_model
-from torch import nn
 
-from prunekit.errors import MissingDependencyError, PrunekitError
-from prunekit.latency.measure import (
-    measure_onnx,
-    measure_pair,
-    measure_tensorrt,
-    measure_torch,
-    model_to_onnx,
-    require_runtime,
+from prunekit.errors import PrunekitError
+from prunekit.latency.measure import LatencyStats, Timer, TimingOptions, resolve_clock, time_one, time_pair
+
+
+class CacheModel:
+    """Two models sharing one cache: a run right after a run of the OTHER model pays `cold_ms` more
+    (its weights stream from memory again), the same for both, as at sub-millisecond latencies."""
+
+    def __init__(self, dense_ms: float, pruned_ms: float, cold_ms: float = 0.3) -> None:
+        self.ms = {"dense": dense_ms, "pruned": pruned_ms}
+        self.cold = cold_ms
+        self.last: str | None = None
+        self.log: list[tuple[str, int]] = []  # (model, runs) per call, in order
+
+    def timer(self, name: str) -> Timer:
+        def timed(n: int) -> list[float]:
+            self.log.append((name, n))
+            out = []
+            for _ in range(n):
+                out.append(self.ms[name] + (self.cold if self.last not in (None, name) else 0.0))
+                self.last = name
+            return out
+
+        return Timer(timed, "wall")
+
+
+def test_blocks_measure_the_warm_ratio_interleaving_the_cold_one():
+    cache = CacheModel(dense_ms=1.0, pruned_ms=0.4)
+    warm = time_pair(cache.timer("dense"), cache.timer("pruned"), TimingOptions(warmup=3, repeats=60, block=20))
+    assert warm.mode == "blocks" and warm.block == 20
+    assert warm.dense.median_ms == pytest.approx(1.0) and warm.pruned.median_ms == pytest.approx(0.4)
+    assert warm.ratio == pytest.approx(0.4)
+    assert warm.spread()["pairs"] == 3 and warm.spread()["min"] == pytest.approx(0.4)
+
+    cache = CacheModel(dense_ms=1.0, pruned_ms=0.4)
+    cold = time_pair(cache.timer("dense"), cache.timer("pruned"), TimingOptions(mode="interleaved", repeats=60))
+    # runs that follow the other model pay the cold penalty: a cold model no deployment runs
+    assert cold.mode == "interleaved"
+    assert cold.dense.p90_ms == pytest.approx(1.3) and cold.pruned.p90_ms == pytest.approx(0.7)
+    assert cold.pruned.median_ms / cold.dense.median_ms > 0.41
+
+
+def test_blocks_alternate_order_and_warm_each_block():
+    cache = CacheModel(1.0, 0.5)
+    pair = time_pair(cache.timer("dense"), cache.timer("pruned"),
+                     TimingOptions(warmup=4, repeats=45, block=20, block_warmup=2))
+    # warm-up of both, then blocks D P | P D | D P of 20, 20, 5 timed runs, each after 2 untimed runs
+    assert cache.log[:2] == [("dense", 4), ("pruned", 4)]
+    blocks = cache.log[2:]
+    assert blocks == [("dense", 2), ("dense", 20), ("pruned", 2), ("pruned", 20),
+                      ("pruned", 2), ("pruned", 20), ("dense", 2), ("dense", 20),
+                      ("dense", 2), ("dense", 5), ("pruned", 2), ("pruned", 5)]
+    assert pair.dense.runs == pair.pruned.runs == 45
+    assert pair.ratio == pytest.approx(0.5)  # the untimed block warm-up absorbs the cold first run
+    d = pair.to_dict()
+    assert d["mode"] == "blocks" and d["ratio_spread"]["pairs"] == 3
+
+
+def test_interleaved_alternates_single_runs():
+    cache = CacheModel(1.0, 0.5, cold_ms=0.0)
+    pair = time_pair(cache.timer("dense"), cache.timer("pruned"), TimingOptions(mode="interleaved", warmup=0, repeats=4))
+    assert [n for _, n in cache.log] == [1] * 8
+    assert [m for m, _ in cache.log] == ["dense", "pruned", "pruned", "dense"] * 2
+    assert pair.ratio == pytest.approx(0.5) and len(pair.block_ratios) == 4
+
+
+def test_fewer_repeats_than_a_block():
+    cache = CacheModel(1.0, 0.5)
+    pair = time_pair(cache.timer("dense"), cache.timer("pruned"), TimingOptions(repeats=7, block=20))
+    assert pair.dense.runs == 7 and pair.block == 7
+
+
+def test_time_one_and_stats():
+    cache = CacheModel(2.0, 1.0)
+    stats = time_one(cache.timer("dense"), warmup=2, repeats=5)
+    assert cache.log == [("dense", 2), ("dense", 5)]
+    assert stats.runs == 5 and stats.median_ms == stats.p90_ms == stats.fast_ms == 2.0
+    s = LatencyStats.from_samples([1.0, 2.0, 3.0, 100.0])
+    assert s.median_ms == 2.5 and s.fast_ms == 1.0 and s.p90_ms > 3.0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (TimingOptions(mode="bursts"), "unknown timing mode"),
+        (TimingOptions(repeats=0), "repeats >= 1"),
+        (TimingOptions(block=0), "--block must be >= 1"),
+    ],
 )
+def test_bad_timing_options(options, message):
+    with pytest.raises(PrunekitError, match=message):
+        options.validate()
 
 
-def test_measure_onnx_and_pair(tmp_path):
-    dense = model_to_onnx(tiny_model(), INPUT, tmp_path / "dense.onnx")
-    assert (tmp_path / "dense.onnx").read_bytes() == dense
-    small = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4)
-    )
-    stats = measure_onnx(tmp_path / "dense.onnx", threads=1, warmup=2, repeats=7)
-    assert stats.runs == 7 and 0 < stats.median_ms <= stats.p90_ms and stats.clock == "cpu"
-    assert measure_onnx(dense, threads=1, warmup=1, repeats=3, clock="wall").clock == "wall"
-    pair = measure_pair(dense, model_to_onnx(small, INPUT), threads=1, warmup=2, repeats=9)
-    assert pair.dense.runs == pair.pruned.runs == 9 and pair.ratio > 0
-
-
-def test_cpu_clock_needs_one_thread(tmp_path):
-    dense = model_to_onnx(tiny_model(), INPUT)
+def test_clock_choice():
+    assert resolve_clock("auto", 1) == "cpu" and resolve_clock("auto", 2) == "wall"
     with pytest.raises(PrunekitError, match="single-threaded"):
-        measure_onnx(dense, threads=2, repeats=1, clock="cpu")
-
-
-def test_missing_onnx_file_is_a_clear_error(tmp_path):
-    with pytest.raises(PrunekitError, match="does not exist"):
-        measure_onnx(tmp_path / "nope.onnx")
-
-
-def test_measure_torch_cpu():
-    stats = measure_torch(tiny_model(), INPUT, "cpu", warmup=1, repeats=3)
-    assert stats.runs == 3 and stats.median_ms > 0
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
-    reason="TensorRT and a GPU are present",
-)
-def test_tensorrt_missing_is_a_clear_error():
-    with pytest.raises(MissingDependencyError):
-        require_runtime("tensorrt")
-    with pytest.raises(MissingDependencyError):
-        measure_tensorrt(b"not used")
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_measure_torch_cuda_events():
-    stats = measure_torch(tiny_model(), INPUT, "cuda", warmup=3, repeats=10)
-    assert stats.runs == 10 and stats.median_ms > 0
-
-
-@pytest.mark.tensorrt
-@pytest.mark.skipif(
-    importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
-    reason="needs TensorRT and a CUDA GPU",
-)
-def test_measure_tensorrt_engine():
-    stats = measure_tensorrt(model_to_onnx(tiny_model(), INPUT), fp16=True, warmup=3, repeats=10)
-    assert stats.median_ms > 0
+        resolve_clock("cpu", 2)
+    with pytest.raises(PrunekitError, match="unknown clock"):
+        resolve_clock("tsc", 1)

@@ -8,9 +8,10 @@ import pytest
 from latency_helpers import INPUT, tiny_profile
 from torch import nn
 
-from prunekit.latency.measure import model_to_onnx, profile_onnx_nodes
+from prunekit.deploy.onnx import to_onnx
 from prunekit.latency.ort_graph import fit_ops, graph_constant, is_table_node, node_features, op_key
 from prunekit.latency.predict import predict_latency
+from prunekit.runtimes.ort_session import profile_onnx_nodes
 
 
 def odd_model() -> nn.Module:
@@ -29,7 +30,7 @@ def odd_model() -> nn.Module:
 
 
 def test_graph_elements_match_the_runtime_profiler():
-    data = model_to_onnx(odd_model(), INPUT)
+    data = to_onnx(odd_model(), INPUT).data
     nodes, opt_bytes = profile_onnx_nodes(data, 1, INPUT, warmup=1, repeats=3)
     opt = onnx.load_from_string(opt_bytes)
     predicted = {name: (key, melems) for name, key, melems in node_features(opt, INPUT, block=16)}

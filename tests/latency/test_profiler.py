@@ -55,3 +55,38 @@ def test_profile_refuses_other_thread_count(tmp_path):
 def test_unknown_runtime_is_an_error(tmp_path):
     with pytest.raises(PrunekitError, match="unknown runtime"):
         profile_model("p", "tflite", tiny_model(), 16, out=tmp_path / "p.json", progress=False)
+
+
+FACTORY = '''
+from torch import nn
+
+
+def net(num_classes=1000):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+'''
+
+
+def test_missing_layer_error_prints_a_command_that_fixes_it(cli, tmp_path, monkeypatch):
+    """Profiled at 16 px; the same model at 20 px with 4 classes lacks layers; the printed command adds them."""
+    import shlex
+
+    from prunekit.latency.profile import MissingSignatureError, load_profile
+    from prunekit.models import build_model
+
+    (tmp_path / "mynets.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    profile_model("fixme", "onnxruntime", "mynets:net", 16, num_classes=4, threads=1, progress=False, calibrate=False)
+    model = build_model("mynets:net", 4).eval()
+    with pytest.raises(MissingSignatureError) as exc:
+        predict_latency(model, load_profile("fixme"), (1, 3, 20, 20), model_hint="mynets:net")
+    command = exc.value.command
+    assert command == ("prunekit profile --target fixme --runtime onnxruntime --model mynets:net --input-size 20 "
+                       "--num-classes 4 --threads 1")
+    assert command in exc.value.one_line()
+    argv = shlex.split(command)[1:] + ["--no-calibrate"]
+    result = cli(argv)
+    assert result.exit_code == 0, result.output
+    prof = load_profile("fixme")
+    assert predict_latency(model, prof, (1, 3, 20, 20), model_hint="mynets:net").total_ms > 0
+    assert {"mynets:net@16x16/c4", "mynets:net@20x20/c4"} <= set(prof.models)

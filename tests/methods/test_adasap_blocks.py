@@ -11,14 +11,12 @@ from prunekit.errors import PrunekitError
 from prunekit.methods.adasap import (
     RHO_MAX_ASAM,
     RHO_MIN,
-    AdaSAPHyperparams,
-    adaptive_perturbation,
     channel_radii,
     magnitude_scores,
+    neuron_radius_fn,
     radii_for_parameters,
-    radius_fn,
 )
-from prunekit.optim.sam import SAM
+from prunekit.optim.sam import SAM, channel_perturbation
 
 
 def test_radii_reverse_score_order_and_range():
@@ -53,23 +51,12 @@ def test_radii_equal_scores_midpoint_and_errors():
         channel_radii(torch.ones(3), -0.1, 1.0)
 
 
-def test_paper_defaults():
-    asam, sam = AdaSAPHyperparams.for_optimizer("asam"), AdaSAPHyperparams.for_optimizer("sam")
-    assert (asam.rho_min, asam.rho_max, asam.finetune_rho, asam.adaptive) == (0.01, 2.0, 2.0, True)
-    assert (sam.rho_min, sam.rho_max, sam.finetune_rho, sam.adaptive) == (0.01, 0.1, 0.05, False)
-    asam.validate()
-    with pytest.raises(PrunekitError):
-        AdaSAPHyperparams.for_optimizer("adam")
-    with pytest.raises(PrunekitError):
-        AdaSAPHyperparams(rho_min=3.0).validate()
-
-
 @pytest.mark.parametrize("adaptive", [False, True])
-def test_adaptive_perturbation_hand_computation(adaptive):
+def test_channel_perturbation_hand_computation(adaptive):
     w = np.array([[1.0, -2.0], [0.5, 3.0], [0.0, 1.0]])
     g = np.array([[0.3, 0.4], [-1.0, 2.0], [0.0, 0.0]])
     radii = np.array([0.1, 2.0, 1.0])
-    eps = adaptive_perturbation(torch.tensor(w), torch.tensor(g), torch.tensor(radii), adaptive=adaptive)
+    eps = channel_perturbation(torch.tensor(w), torch.tensor(g), torch.tensor(radii), adaptive=adaptive)
     t = np.abs(w) + 0.01 if adaptive else np.ones_like(w)
     for i in range(2):
         expected = radii[i] * t[i] ** 2 * g[i] / np.linalg.norm(t[i] * g[i])
@@ -79,9 +66,9 @@ def test_adaptive_perturbation_hand_computation(adaptive):
     np.testing.assert_array_equal(eps[2].numpy(), 0.0)  # zero gradient -> no perturbation
 
 
-def test_adaptive_perturbation_conv_shape():
+def test_channel_perturbation_conv_shape():
     w, g = torch.randn(4, 3, 3, 3), torch.randn(4, 3, 3, 3)
-    eps = adaptive_perturbation(w, g, torch.tensor([0.1, 0.2, 0.3, 0.4]), adaptive=False)
+    eps = channel_perturbation(w, g, torch.tensor([0.1, 0.2, 0.3, 0.4]), adaptive=False)
     assert eps.shape == w.shape
     torch.testing.assert_close(eps.flatten(1).norm(dim=1), torch.tensor([0.1, 0.2, 0.3, 0.4]))
 
@@ -97,13 +84,15 @@ def test_radii_for_parameters_global_and_per_layer():
     torch.testing.assert_close(per[b], torch.tensor([1.0, 0.0, 1.0 / 3.0]))
 
 
-def test_radius_fn_drives_sam_per_channel():
+def test_neuron_radii_drive_sam_per_channel():
     torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3)
     with torch.no_grad():
         conv.weight.mul_(torch.tensor([0.1, 1.0, 3.0]).view(3, 1, 1, 1))  # distinct magnitudes
-    sam = SAM([conv.weight], torch.optim.SGD(conv.parameters(), lr=0.1),
-              rho=radius_fn([conv.weight], RHO_MIN, RHO_MAX_ASAM), adaptive=True)
+    conv.bias.requires_grad_(False)
+    rho, groups = neuron_radius_fn(conv, torch.zeros(1, 2, 5, 5), RHO_MIN, RHO_MAX_ASAM)
+    assert groups == []  # no BatchNorm: each conv row is a neuron on its own
+    sam = SAM([conv.weight], torch.optim.SGD(conv.parameters(), lr=0.1), rho=rho, adaptive=True)
     before = conv.weight.detach().clone()
     conv(torch.randn(2, 2, 5, 5)).square().sum().backward()
     sam.first_step()

@@ -19,6 +19,7 @@ from prunekit.methods.csam import (
     ratio_loss,
     stability_loss,
     top2_margin,
+    topk_binarizer,
 )
 from prunekit.methods.ste import ste_binarize, topk_binary
 
@@ -63,8 +64,8 @@ def test_consistency_loss_hand_value():
 
 def test_l1_mask_loss():
     masks = [torch.tensor([0.5, 1.0]), torch.tensor([0.0, 0.25, 0.25])]
-    assert float(l1_mask_loss(masks)) == pytest.approx(2.0 / 5)
-    assert float(l1_mask_loss(torch.tensor([1.0, 0.0]))) == pytest.approx(0.5)
+    assert float(l1_mask_loss(masks)) == pytest.approx(2.0)  # the L1 norm, a sum
+    assert float(l1_mask_loss(torch.tensor([1.0, 0.0]))) == pytest.approx(1.0)
 
 
 def test_percentile_init():
@@ -142,11 +143,12 @@ def test_csam_loss_combines_terms_and_trains_masks():
     tx = x + 0.1 * torch.randn(5, 4)
     C = torch.full((6,), 0.6, requires_grad=True)
     weights = CSAMLossWeights()
-    terms = csam_loss(forward, x, tx, [C], weights=weights, generator=torch.Generator().manual_seed(0))
+    terms = csam_loss(forward, x, tx, [C], weights=weights, generator=torch.Generator().manual_seed(0),
+                      binarize=topk_binarizer([3]))
     assert len(calls) == 5
     recombined = 5 * terms.stability + terms.ratio + terms.consistency + weights.l1 * terms.l1
     assert float(terms.total) == pytest.approx(recombined, rel=1e-5)
-    assert terms.l1 == pytest.approx(0.6)
+    assert terms.l1 == pytest.approx(0.6 * 6)
     assert terms.stability > 0 and terms.ratio > 0 and terms.consistency > 0
     terms.total.backward()
     assert C.grad is not None and torch.isfinite(C.grad).all() and C.grad.abs().sum() > 0
@@ -156,13 +158,13 @@ def test_csam_loss_matches_terms_computed_by_hand():
     forward, _ = _toy_forward()
     x, tx = torch.randn(3, 4), torch.randn(3, 4)
     C = torch.linspace(0.1, 0.9, 6)
-    terms = csam_loss(forward, x, tx, [C], generator=torch.Generator().manual_seed(3))
+    terms = csam_loss(forward, x, tx, [C], generator=torch.Generator().manual_seed(3), binarize=topk_binarizer([4]))
     gen = torch.Generator().manual_seed(3)
     n1, n2 = perturb_masks(C, 0.5, gen), perturb_masks(C, 0.5, gen)
     p1 = forward(x, [n1]).softmax(-1)
     assert terms.stability == pytest.approx(float(stability_loss(p1, forward(x, [n2]).softmax(-1))), rel=1e-6)
     assert terms.ratio == pytest.approx(float(ratio_loss(p1, forward(tx, [n2]).softmax(-1))), rel=1e-6)
-    binary = (C >= 0.5).float()
+    binary = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # the top 4 of the 6 masks: the deployed rule
     assert terms.consistency == pytest.approx(float(consistency_loss(forward(x, [C]), forward(x, [binary]))),
                                               rel=1e-6)
 
@@ -178,3 +180,29 @@ def test_csam_loss_skips_zero_weight_terms_and_task_term():
     assert float(terms.total) == pytest.approx(float(torch.nn.functional.cross_entropy(forward(x, [C]), y)))
     with pytest.raises(PrunekitError):
         CSAMLossWeights(stab=-1).validate()
+
+
+def test_consistency_compares_with_the_deployed_topk_mask():
+    """At a uniform initialisation a 0.5 threshold keeps every channel, so the old comparison saw
+    no difference; the deployed top-k mask removes half of them and the loss sees it."""
+    forward, _ = _toy_forward()
+    x = torch.randn(8, 4)
+    C = torch.full((6,), 0.6, requires_grad=True)
+    only = CSAMLossWeights(stab=0, ratio=0, consist=1.0, l1=0)
+    terms = csam_loss(forward, x, x, [C], weights=only, binarize=topk_binarizer([3]))
+    expected = consistency_loss(forward(x, [C]), forward(x, [topk_binary(C, 3)]))
+    assert terms.consistency == pytest.approx(float(expected), rel=1e-6)
+    assert terms.consistency > 1e-3
+    with pytest.raises(PrunekitError, match="deployed binariser"):
+        csam_loss(forward, x, x, [C], weights=only)
+    with pytest.raises(PrunekitError):
+        topk_binarizer([3, 2])([C])
+
+
+def test_l1_term_acts_on_every_mask_entry_with_its_weight():
+    """The L1 gradient on each entry is lambda_1, not lambda_1 / (number of channels)."""
+    forward, _ = _toy_forward()
+    big = torch.full((600,), 0.5, requires_grad=True)
+    w = CSAMLossWeights(stab=0, ratio=0, consist=0, l1=0.01)
+    csam_loss(lambda x, ms: forward(x, [ms[0][:6]]), torch.randn(2, 4), torch.randn(2, 4), [big], weights=w).total.backward()
+    assert torch.allclose(big.grad, torch.full_like(big, 0.01))

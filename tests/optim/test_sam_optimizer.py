@@ -329,3 +329,47 @@ def test_cuda_autocast_fp16_step_close_to_fp32():
         sam.step(closure, model=model, scaler=scaler)
         results.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
     torch.testing.assert_close(results[0], results[1], rtol=1e-2, atol=1e-3)
+
+
+def test_asam_scales_weights_not_biases_as_the_reference():
+    """ASAM's reference code applies T = |w| + eta to weights only; biases get T = 1."""
+    from prunekit.train import TrainConfig, make_optimizer
+
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 2)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    opt = make_optimizer(lin, TrainConfig(epochs=1, optimizer="asam", rho=0.5))
+    nn.functional.cross_entropy(lin(x), y).backward()
+    gw, gb = lin.weight.grad.clone(), lin.bias.grad.clone()
+    w0, b0 = lin.weight.detach().clone(), lin.bias.detach().clone()
+    opt.first_step()
+    tw = w0.abs() + 0.01
+    norm = torch.sqrt(((tw * gw) ** 2).sum() + (gb**2).sum())
+    torch.testing.assert_close(lin.weight.detach() - w0, 0.5 * tw**2 * gw / norm, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(lin.bias.detach() - b0, 0.5 * gb / norm, rtol=1e-5, atol=1e-7)
+    opt.restore()
+
+
+def test_weights_of_picks_weights_and_norm_scales():
+    from prunekit.optim.sam import weights_of
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 2))
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in weights_of(model)) == ["0.weight", "1.weight", "3.weight"]
+
+
+def test_coupled_channels_share_one_norm_per_neuron():
+    from prunekit.optim.sam import channel_perturbation, coupled_channel_perturbation
+
+    torch.manual_seed(0)
+    w, g = torch.randn(3, 4), torch.randn(3, 4)
+    gamma, ggamma = torch.randn(3), torch.randn(3)
+    radii = torch.tensor([0.1, 0.5, 1.0])
+    eps_w, eps_g = coupled_channel_perturbation([w, gamma], [g, ggamma], radii, adaptive=[False, False])
+    joint = torch.sqrt(eps_w.pow(2).sum(1) + eps_g.pow(2))
+    torch.testing.assert_close(joint, radii)
+    # the direction is the joint gradient's
+    torch.testing.assert_close(eps_w / g, (eps_g / ggamma)[:, None].expand(3, 4), rtol=1e-5, atol=1e-6)
+    # one tensor alone is the per-channel perturbation
+    torch.testing.assert_close(coupled_channel_perturbation([w], [g], radii, adaptive=[True])[0],
+                               channel_perturbation(w, g, radii, adaptive=True))

@@ -82,13 +82,10 @@ def test_eval_run_folder_dense_vs_pruned(tmp_path):
 
 
 def test_eval_onnx_file_matches_the_torch_model(weights, tmp_path):
-    import onnx
+    from prunekit.deploy.onnx import to_onnx
 
-    from prunekit.deploy.onnx_export import export_model
-
-    proto, _, _ = export_model(random_resnet18(), (1, 3, 16, 16), dynamic_batch=True)
     path = tmp_path / "net.onnx"
-    onnx.save(proto, str(path))
+    to_onnx(random_resnet18(), (1, 3, 16, 16), exporter="release", dynamic_batch=True, path=path)
     args = [*QUICK, "--corruptions", "fog,contrast", "--severities", "1,5", "--device", "cpu", "--json"]
     ort = invoke(["eval", str(path), *args])
     assert ort.exit_code == 0, ort.output

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from prunekit.errors import PrunekitError
-from prunekit.select.schedule import exponential_schedule, linear_schedule, make_schedule
+from prunekit.select.schedule import exponential_schedule
 
 
 @pytest.mark.parametrize(
@@ -34,21 +34,14 @@ def test_exponential_matches_adasap_formula():
     assert max(ratios) == pytest.approx(min(ratios))
 
 
-def test_linear_schedule():
-    assert linear_schedule(1.0, 0.5, 4) == pytest.approx([0.875, 0.75, 0.625, 0.5])
-    assert linear_schedule(1.0, 0.0, 3)[-1] == 0.0
-    assert make_schedule("linear", 4, 2, 2) == [3.0, 2.0]
-    assert make_schedule("exponential", 4, 1, 2) == pytest.approx([2.0, 1.0])
-
-
 @pytest.mark.parametrize(
     "call",
     [
         lambda: exponential_schedule(1.0, 0.0, 3),
         lambda: exponential_schedule(-1.0, 0.5, 3),
         lambda: exponential_schedule(1.0, 0.5, 0),
-        lambda: linear_schedule(1.0, float("nan"), 3),
-        lambda: make_schedule("cosine", 1.0, 0.5, 3),
+        lambda: exponential_schedule(1.0, float("nan"), 3),
+        lambda: exponential_schedule(1.0, 0.5, True),
     ],
 )
 def test_invalid_schedules_raise(call):

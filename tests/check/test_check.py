@@ -51,10 +51,15 @@ def _copy_run(run, dest):
 
 def test_check_measures_a_speedup_on_the_exported_models(checked):
     run, rec = checked
-    assert rec["format"] == "prunekit-check/1" and rec["target"] == "cpu-ort" and rec["runtime"] == "onnxruntime"
+    assert rec["format"] == "prunekit-check/2" and rec["target"] == "cpu-ort" and rec["runtime"] == "onnxruntime"
     assert rec["exported_now"] is True and (run / "pruned.onnx").exists() and (run / "dense.onnx").exists()
+    assert json.loads((run / "export.json").read_text())["exports"]["onnx"]["target"] == "cpu-ort"
     lat = rec["latency"]
     assert lat["threads"] == 1 and lat["repeats"] == 40
+    # warm timing by default: blocks of 20 consecutive runs per model, 2 block pairs
+    assert rec["timing"] == lat["mode"] == "blocks" and lat["block"] == 20 and "warm" in lat["how"]
+    assert lat["dense"]["runs"] == lat["pruned"]["runs"] == 40 and lat["ratio_spread"]["pairs"] == 2
+    assert lat["ratio"] == pytest.approx(lat["pruned"]["median_ms"] / lat["dense"]["median_ms"])
     for side in ("dense", "pruned"):
         assert 0 < lat[side]["median_ms"] <= lat[side]["p90_ms"]
     assert lat["speedup"] > 1.0, "a run pruned to a 50 % latency budget must be faster on cpu-ort"
@@ -254,3 +259,120 @@ def test_compare_rules():
     assert gate.regressions == ["corrupted accuracy"]
     corr = gate.checks[2]
     assert corr["baseline"] == pytest.approx(0.7) and corr["current"] == pytest.approx(0.65)
+
+
+def test_interleaved_timing_and_old_baselines(cli, checked, tmp_path):
+    """--timing interleaved is the old schedule; a check.json/1 baseline (always interleaved) gates only it."""
+    run, rec = checked
+    old = copy.deepcopy(rec)
+    old["format"] = "prunekit-check/1"
+    for key in ("timing",):
+        old.pop(key)
+    for key in ("mode", "block", "block_warmup", "ratio_spread"):
+        old["latency"].pop(key, None)
+    base = tmp_path / "v1.json"
+    base.write_text(json.dumps(old))
+    result = cli(["check", str(run), *CHECK, "--baseline", str(base), "--no-plot"])
+    assert result.exit_code == 2
+    assert "timed dense and pruned interleaved, this check times them blocks" in result.output
+    assert "--timing interleaved" in result.output
+    result = cli(["check", str(run), *CHECK, "--timing", "interleaved", "--baseline", str(base),
+                  "--max-latency-regression", "0.9", "--no-plot", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["timing"] == out["latency"]["mode"] == "interleaved" and out["gate"]["passed"] is True
+    assert out["latency"]["ratio_spread"]["pairs"] == 40  # one ratio per round
+    bad = cli(["check", str(run), *CHECK, "--timing", "bursts"])
+    assert bad.exit_code == 2 and "unknown --timing 'bursts'" in bad.output
+
+
+def test_a_registered_runtime_times_the_check(cli, checked, profile_dir):
+    """A runtime added from outside (one class in the table) is what `check` times on: no other file knows it."""
+    from prunekit.latency.layers import enumerate_layers
+    from prunekit.latency.measure import Timer
+    from prunekit.runtimes import RUNTIMES, Runtime, register_runtime
+
+    calls = []
+
+    @register_runtime
+    class MacsSim(Runtime):
+        name = "macs-sim-check"
+        summary = "simulated device: 1 ms per MMAC"
+
+        def version(self):
+            return "sim 1"
+
+        def describe(self, execution):
+            return "simulated MACs device"
+
+        def timer(self, model, input_shape, execution, clock="auto"):
+            calls.append(tuple(input_shape))
+            ms = sum(s.macs for s in enumerate_layers(model.torch_module(), tuple(input_shape))) / 1e6
+            return Timer(lambda n: [ms] * n, "sim")
+
+    try:
+        (profile_dir / "sim-box.json").write_text(json.dumps({
+            "name": "sim-box", "runtime": "macs-sim-check", "precision": "fp32",
+            "provenance": {"kind": "estimated", "device_model": "simulated", "formula": "-", "spec": {},
+                           "date": "2025-01-01"},
+        }))
+        result = cli(["check", str(run_of(checked)), "--target", "sim-box", "--corruptions", "fog", "--severities",
+                      "3", "--limit", "20", "--repeats", "10", "--no-plot", "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        lat = out["latency"]
+        assert out["runtime"] == "macs-sim-check" and lat["how"].startswith("simulated MACs device")
+        assert calls == [(1, 3, 32, 32), (1, 3, 32, 32)]
+        assert lat["dense"]["clock"] == "sim" and lat["ratio_spread"]["min"] == lat["ratio_spread"]["max"]
+        from prunekit.runs import load_run
+
+        loaded = load_run(run_of(checked))
+        macs = [sum(s.macs for s in enumerate_layers(m, (1, 3, 32, 32))) for m in (loaded.dense, loaded.pruned)]
+        assert lat["ratio"] == pytest.approx(macs[1] / macs[0])
+    finally:
+        RUNTIMES.pop("macs-sim-check", None)
+
+
+def run_of(checked):
+    return checked[0]
+
+
+def test_check_corrupts_each_batch_once_for_both_files(checked, monkeypatch):
+    """Dense and pruned are evaluated on the very same corrupted images, made once per batch and cell."""
+    import torch
+
+    import prunekit.robustness.metrics as metrics
+    from prunekit.check import evaluate_exported
+    from prunekit.runs import load_run
+
+    run, _ = checked
+    made = []
+    real = metrics.corrupt
+
+    def counting(x, name, severity, seed=0):
+        out = real(x, name, severity, seed=seed)
+        made.append(out)
+        return out
+
+    monkeypatch.setattr(metrics, "corrupt", counting)
+    seen: dict[str, list[torch.Tensor]] = {"dense": [], "pruned": []}
+    from prunekit.deploy import ort_model
+
+    class Recording(ort_model.OrtClassifier):
+        def __init__(self, path, threads=1):
+            super().__init__(path, threads)
+            self.which = "pruned" if "pruned" in str(path) else "dense"
+
+        def __call__(self, x):
+            seen[self.which].append(x)
+            return super().__call__(x)
+
+    monkeypatch.setattr(ort_model, "OrtClassifier", Recording)
+    acc = evaluate_exported(load_run(run), run / "dense.onnx", run / "pruned.onnx", ["gaussian_noise", "fog"], [2, 4],
+                            0, 150, 1)
+    batches = 2  # 150 images in batches of 128
+    assert len(made) == batches * 2 * 2, "one corruption pass per batch and cell, not one per model"
+    assert len(seen["dense"]) == len(seen["pruned"]) == batches * (1 + 4)
+    for a, b in zip(seen["dense"], seen["pruned"], strict=True):
+        assert a is b  # the same tensor object: identical images
+    assert acc["n_images"] == 150

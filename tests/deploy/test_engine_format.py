@@ -1,4 +1,4 @@
-"""TensorRT: the trtexec script (content and shell behaviour), the missing-TensorRT error, real builds."""
+"""Export format `engine` (TensorRT): the trtexec script, the missing-TensorRT error, the builder's API calls, real builds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from prunekit.deploy.tensorrt_build import EngineOptions, build_script, write_build_script
+from prunekit.deploy.trtexec import build_script, write_build_script
+from prunekit.runtimes.tensorrt import EngineOptions
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
 
@@ -117,7 +118,7 @@ def test_engine_without_tensorrt_is_a_clean_error_and_writes_the_script(cli, tra
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not HAS_TRT, reason="needs TensorRT and a CUDA GPU (not on this machine)")
 def test_real_engine_build(trained_run):
-    from prunekit.deploy.tensorrt_build import build_engine
+    from prunekit.deploy.formats.engine import build_engine
 
     run = trained_run("resnet18")
     res = build_engine(run, fp16=True, workspace_mb=512)
@@ -229,7 +230,7 @@ class _RecordingTensorRT:
 
 
 def test_build_one_drives_the_tensorrt_api(tmp_path):
-    from prunekit.deploy.tensorrt_build import build_one
+    from prunekit.deploy.formats.engine import build_one
 
     trt = _RecordingTensorRT()
     (tmp_path / "timing.cache").write_bytes(b"OLD")
@@ -254,7 +255,7 @@ def test_build_one_drives_the_tensorrt_api(tmp_path):
 
 
 def test_build_one_reports_parser_errors_and_missing_dla(tmp_path):
-    from prunekit.deploy.tensorrt_build import build_one
+    from prunekit.deploy.formats.engine import build_one
     from prunekit.errors import PrunekitError
 
     opts = EngineOptions.for_target(None, dynamic_batch=False, batch=1)

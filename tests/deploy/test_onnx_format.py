@@ -1,4 +1,4 @@
-"""`prunekit export --format onnx`: both models exported, checked, and numerically equal to PyTorch."""
+"""Export format `onnx`: both models exported, checked, numerically equal to PyTorch, recorded in export.json."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def _snapshot(folder):
 @pytest.mark.parametrize("model", MODELS)
 def test_export_matches_pytorch(cli, trained_run, model):
     run = trained_run(model)
+    report_before = (run / "report.json").read_bytes()
     result = cli(["export", str(run), "--format", "onnx", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -36,9 +37,9 @@ def test_export_matches_pytorch(cli, trained_run, model):
         onnx.checker.check_model(onnx.load(str(run / f"{which}.onnx")), full_check=True)
     assert out["models"]["pruned"]["parity"]["logit_scale"] > 1e-2, "near-zero logits would make parity meaningless"
     assert out["models"]["pruned"]["bytes"] < out["models"]["dense"]["bytes"]
-    assert json.loads((run / "export.json").read_text()) == out
-    report = json.loads((run / "report.json").read_text())
-    assert report["export"]["models"]["pruned"]["parity"] == out["models"]["pruned"]["parity"]
+    record = json.loads((run / "export.json").read_text())
+    assert record["format"] == "prunekit-export/2" and record["exports"]["onnx"] == out
+    assert (run / "report.json").read_bytes() == report_before, "export must not rewrite compress's report.json"
     assert not list(run.glob(".*.tmp"))
 
     # Independently of export's own parity check: fresh random images, ONNX Runtime vs PyTorch.
@@ -56,15 +57,15 @@ def test_export_matches_pytorch(cli, trained_run, model):
 
 
 def test_dynamic_batch_export(trained_run):
-    from prunekit.deploy.onnx_export import check_parity, export_model, finalize, simplify
+    from prunekit.deploy.onnx import to_onnx
     from prunekit.deploy.ort_model import OrtClassifier, static_batch
+    from prunekit.deploy.parity import check_parity
     from prunekit.runs import load_run
 
     loaded = load_run(trained_run("resnet18"))
-    proto, exporter, notes = export_model(loaded.pruned, (1, 3, 32, 32), dynamic_batch=True)
-    proto, simplified, _ = simplify(proto)
-    data = finalize(proto, {})
-    assert "dynamo" in exporter and not notes
+    out = to_onnx(loaded.pruned, (1, 3, 32, 32), exporter="release", dynamic_batch=True)
+    proto, data = out.proto(), out.data
+    assert "dynamo" in out.exporter and not out.notes and out.simplified
     assert static_batch(proto) is None
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     ort_model = OrtClassifier(data)
@@ -75,14 +76,14 @@ def test_dynamic_batch_export(trained_run):
 
 
 def test_parity_failure_is_an_error_and_writes_nothing(cli, trained_run, monkeypatch):
-    import prunekit.deploy.onnx_export as onnx_export
+    import prunekit.deploy.parity as parity
 
     run = trained_run("resnet18")
     before = _snapshot(run)
     report_before = (run / "report.json").read_bytes()
     # A zero tolerance: the float32 differences ONNX Runtime really has now count as a mismatch.
-    monkeypatch.setattr(onnx_export, "PARITY_ATOL", 0.0)
-    monkeypatch.setattr(onnx_export, "PARITY_RTOL", 0.0)
+    monkeypatch.setattr(parity, "PARITY_ATOL", 0.0)
+    monkeypatch.setattr(parity, "PARITY_RTOL", 0.0)
     result = cli(["export", str(run), "--format", "onnx"])
     assert result.exit_code == 2
     assert "disagrees with PyTorch" in result.output and "nothing was written" in result.output

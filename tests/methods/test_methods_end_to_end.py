@@ -28,11 +28,19 @@ def test_method_end_to_end_on_digits(cli, tmp_path, method, extra):
     assert report["pruned"]["params"] < report["dense"]["params"]
     plan = json.loads((out / "plan.json").read_text())
     assert plan["method"] == method and plan["history"]
+    # the method's validated options, defaults filled in, are in the report
+    from prunekit.methods import get_method
+
+    options = report["settings"]["method_options"]
+    assert set(options) == set(get_method(method).Options.model_fields)
+    for flag, value in zip(extra[::2], extra[1::2], strict=True):
+        assert options[flag[2:].replace("-", "_")] == int(value)
 
 
 def test_adasap_schedule_reaches_the_goal(cli, tmp_path):
     result = cli(["compress", *FAST, "--method", "adasap", "--warmup-epochs", "0", "--prune-steps", "3",
-                  "--prune-every", "2", "--prune-ratio", "0.75", "--out", str(tmp_path / "a"), "--json"])
+                  "--prune-every", "2", "--prune-ratio", "0.75", "--adasap-rank", "per-group",
+                  "--out", str(tmp_path / "a"), "--json"])
     assert result.exit_code == 0, result.output
     steps = json.loads(result.stdout)["method"]["steps"]
     fractions = [s["keep_fraction"] for s in steps]
@@ -46,10 +54,14 @@ def test_adasap_schedule_reaches_the_goal(cli, tmp_path):
         (["--method", "adasap", "--rho-min", "3", "--rho-max", "2"], "--rho-min"),
         (["--method", "csam", "--csam-mu", "1.5"], "--csam-mu"),
         (["--method", "s2ap", "--pgd-eps", "-0.1"], "--pgd-eps"),
+        (["--method", "s2ap", "--pgd-eps", "nan"], "--pgd-eps"),
         (["--method", "nope"], "--method"),
+        (["--method", "magnitude", "--csam-tau", "20"], "--csam-tau is an option of method csam"),
+        (["--method", "halp", "--rho-max", "1"], "--rho-max is an option of method adasap"),
     ],
 )
 def test_bad_method_options_fail_before_training(cli, tmp_path, args, message):
     result = cli(["compress", *FAST, *args, "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and message in result.output
+    assert "Traceback" not in result.output
     assert not (tmp_path / "x").exists()

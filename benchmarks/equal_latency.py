@@ -1,0 +1,208 @@
+"""Accuracy at equal measured latency: prunekit's halp vs Torch-Pruning r8 uniform pruning.
+
+    python benchmarks/equal_latency.py                                   # 2 models x 2 budgets x 5 seeds
+    python benchmarks/equal_latency.py --models resnet18 --budgets 0.3 --seeds 0 1   # a quick look
+
+The HALP paper's claim is accuracy at a given latency. Per model and seed a dense model is
+pretrained once on the built-in digits (32x32); then, per latency budget b (fraction of dense):
+
+    halp       `prunekit compress --method halp --target cpu-ort --latency-budget b` from the dense
+               weights: HALP Taylor importance, 4 knapsack steps on the exponential schedule with
+               `--prune-every` training iterations in between, then `--epochs` of fine-tuning
+    tp-r8      Torch-Pruning's MagnitudePruner (GroupMagnitudeImportance p=2, uniform ratio,
+               round_to=8) with the ratio bisected until its *measured* latency ratio is within 2 %
+               of halp's measured one, then fine-tuned for the same number of training steps as halp
+               took after its first pruning step (its fine-tune epochs + the between-step iterations)
+
+Both pruned models are exported to ONNX and timed against the dense export with ONNX Runtime (1
+thread, warm blocks, ratio of medians). Clean accuracy and corrupted accuracy (five corruptions
+at severity 3) are measured on the validation split. The summary gives mean +- std over seeds and
+the paired difference halp - tp (mean, std, and in how many seeds halp was ahead).
+
+Results: <out>/equal_latency.{csv,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import statistics
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from prunekit.compress import compress  # noqa: E402
+from prunekit.data import load_data  # noqa: E402
+from prunekit.models import build_model  # noqa: E402
+from prunekit.pruning import count_macs_params, find_classifier  # noqa: E402
+from prunekit.robustness.metrics import evaluate_corruptions, torch_predictor  # noqa: E402
+from prunekit.runs import load_run, save_weights  # noqa: E402
+from prunekit.runtimes import get_runtime  # noqa: E402
+from prunekit.runtimes.base import Execution, ModelRef  # noqa: E402
+from prunekit.settings import make_settings  # noqa: E402
+from prunekit.train import TrainConfig, fit  # noqa: E402
+
+CORRUPTIONS = ["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compression"]
+MATCH_TOL = 0.02
+
+
+@dataclass
+class Result:
+    model: str
+    budget: float
+    seed: int
+    method: str
+    measured_ratio: float
+    macs_ratio: float
+    params_ratio: float
+    clean: float
+    corrupted: float
+    tp_ratio: float | None = None
+
+
+def tp_uniform(dense: nn.Module, example: torch.Tensor, ratio: float) -> nn.Module:
+    model = copy.deepcopy(dense).eval()
+    tp.pruner.MagnitudePruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                              pruning_ratio=ratio, ignored_layers=find_classifier(model, example),
+                              round_to=8).step()
+    return model
+
+
+def evaluate(model: nn.Module, data, seed: int) -> tuple[float, float]:
+    rep = evaluate_corruptions(torch_predictor(model, torch.device("cpu")), data.loader("val", 256, shuffle=False),
+                               CORRUPTIONS, [3], seed=seed)
+    return rep.clean_accuracy, rep.mean_corruption_accuracy
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    data = load_data("digits")
+    size = data.input_size
+    shape = (1, 3, size, size)
+    example = torch.zeros(shape)
+    ort = get_runtime("onnxruntime")
+    ex = Execution(threads=1)
+    steps_per_epoch = math.ceil(len(data.train_set) / args.batch_size)
+    results: list[Result] = []
+    work = Path(tempfile.mkdtemp(prefix="prunekit-eqlat-"))
+    for name in args.models:
+        for seed in args.seeds:
+            torch.manual_seed(seed)
+            dense = build_model(name, data.num_classes)
+            fit(dense, data, TrainConfig(epochs=args.pretrain_epochs, seed=seed, batch_size=args.batch_size),
+                stage="pretrain", device=torch.device("cpu"), quiet=True)
+            dense.eval()
+            weights = work / f"{name}-{seed}.safetensors"
+            save_weights(dense, weights)
+            dmacs, dparams = count_macs_params(dense, example)
+            dref = ModelRef(module=dense)
+            for budget in args.budgets:
+                out = work / f"{name}-{seed}-{budget}"
+                settings = make_settings(model=name, data="digits", weights=str(weights), method="halp",
+                                         target="cpu-ort", latency_budget=budget, pretrain_epochs=0,
+                                         epochs=args.epochs, seed=seed, batch_size=args.batch_size)
+                compress(settings, out, force=True, quiet=True)
+                halp = load_run(out).pruned.eval()
+                h_ratio = ort.time_pair(dref, ModelRef(module=halp), shape, ex).ratio
+                h_macs, h_params = count_macs_params(halp, example)
+                h_clean, h_cor = evaluate(halp, data, seed)
+                results.append(Result(name, budget, seed, "halp", h_ratio, h_macs / dmacs, h_params / dparams,
+                                      h_clean, h_cor))
+                # Torch-Pruning r8 at halp's measured latency: bisect the uniform ratio.
+                lo, hi, r = 0.0, 0.95, 1.0 - budget ** 0.5
+                best = None
+                for _ in range(8):
+                    cand = tp_uniform(dense, example, r)
+                    m = ort.time_pair(dref, ModelRef(module=cand), shape, ex).ratio
+                    if best is None or abs(m / h_ratio - 1) < abs(best[1] / h_ratio - 1):
+                        best = (r, m, cand)
+                    if abs(m / h_ratio - 1) <= MATCH_TOL:
+                        break
+                    lo, hi = (r, hi) if m > h_ratio else (lo, r)
+                    r = (lo + hi) / 2
+                r, _, tpm = best
+                extra = 3 * 30  # halp's between-step iterations (prune_steps - 1) x prune_every
+                ft_epochs = args.epochs + math.ceil(extra / steps_per_epoch)
+                fit(tpm, data, TrainConfig(epochs=ft_epochs, seed=seed, batch_size=args.batch_size),
+                    stage="finetune", device=torch.device("cpu"), quiet=True)
+                tpm.eval()
+                t_ratio = ort.time_pair(dref, ModelRef(module=tpm), shape, ex).ratio
+                t_macs, t_params = count_macs_params(tpm, example)
+                t_clean, t_cor = evaluate(tpm, data, seed)
+                results.append(Result(name, budget, seed, "tp-r8", t_ratio, t_macs / dmacs, t_params / dparams,
+                                      t_clean, t_cor, r))
+                for res in results[-2:]:
+                    print(f"{res.model:<13} b={res.budget:.2f} seed {res.seed} {res.method:<6} measured "
+                          f"{res.measured_ratio:.3f} MACs {res.macs_ratio:.3f} clean {res.clean:.4f} "
+                          f"corrupted {res.corrupted:.4f}", flush=True)
+    return results
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return ""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def summary(results: list[Result]) -> str:
+    lines = ["| model | budget | method | seeds | measured latency | MACs | clean acc | corrupted acc |",
+             "|---|---|---|---|---|---|---|---|"]
+    paired = ["", "| model | budget | clean: halp - tp (mean ± std) | halp ahead (seeds) | corrupted: halp - tp |",
+              "|---|---|---|---|---|"]
+    keys = sorted({(r.model, r.budget) for r in results}, key=lambda k: (k[0], -k[1]))
+    for model, budget in keys:
+        rows = [r for r in results if r.model == model and r.budget == budget]
+        for method in ("halp", "tp-r8"):
+            rs = [r for r in rows if r.method == method]
+            lines.append(f"| {model} | {budget:.2f} | {method} | {len(rs)} | {_ms([r.measured_ratio for r in rs])} | "
+                         f"{_ms([r.macs_ratio for r in rs])} | {_ms([r.clean for r in rs])} | "
+                         f"{_ms([r.corrupted for r in rs])} |")
+        by_seed = {}
+        for r in rows:
+            by_seed.setdefault(r.seed, {})[r.method] = r
+        d_clean = [v["halp"].clean - v["tp-r8"].clean for v in by_seed.values() if len(v) == 2]
+        d_cor = [v["halp"].corrupted - v["tp-r8"].corrupted for v in by_seed.values() if len(v) == 2]
+        ahead = sum(d > 0 for d in d_clean)
+        paired.append(f"| {model} | {budget:.2f} | {_ms(d_clean)} | {ahead}/{len(d_clean)} | {_ms(d_cor)} |")
+    return "\n".join(lines + paired)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
+    ap.add_argument("--budgets", nargs="+", type=float, default=[0.3, 0.2])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--pretrain-epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    results = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "equal_latency.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(asdict(results[0])))
+        w.writeheader()
+        w.writerows(asdict(r) for r in results)
+    text = summary(results)
+    (out / "equal_latency.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Export formats, one file each (`onnx`, `engine`); `prunekit.deploy.base` imports and registers them."""

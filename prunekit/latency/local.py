@@ -1,0 +1,68 @@
+"""`--target local`: ONNX Runtime on the CPU of *this* machine, profiled lazily on first use.
+
+The shipped `cpu-ort` table was measured on one build machine; a user's CPU is another device.
+`local` is a measured profile kept in the user profile folder under a key of CPU model, ONNX
+Runtime version and thread count (`local-<key>.json`), so a laptop, a CI runner and a container
+on another host each get their own. When a compress needs layers it lacks, they are measured
+here and then (a progress bar and a line say so), on a coarser channel grid than
+`prunekit profile`'s default (step 16 up to 32 channels, 8 coarse points above) so a first run
+stays within minutes; `prunekit profile --target local` refines it. Any other target is loaded
+as it is: its missing layers are an error whose message gives the command to measure them.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from torch import nn
+
+from prunekit.errors import PrunekitError
+from prunekit.latency.layers import enumerate_layers
+from prunekit.latency.schema import MissingSignatureError, Profile
+from prunekit.latency.store import LOCAL, LOCAL_THREADS, load_profile, local_profile_path, read_profile_file
+
+LAZY_GRID = {"step": 16, "fine_limit": 32, "divisions": 8}
+
+
+def missing_layers(profile: Profile, model: nn.Module, input_shape: tuple[int, int, int, int]) -> list[str]:
+    """Signatures `model` needs that `profile` lacks, or has but not wide enough."""
+    out: list[str] = []
+    for spec in enumerate_layers(model, input_shape):
+        if spec.signature in out:
+            continue
+        try:
+            profile.layer_latency(spec.signature, spec.cin, spec.cout)
+        except MissingSignatureError:
+            out.append(spec.signature)
+    return out
+
+
+def resolve_target(
+    name: str,
+    model: nn.Module,
+    model_spec: str,
+    input_shape: tuple[int, int, int, int],
+    num_classes: int,
+    console: Console | None = None,
+    quiet: bool = False,
+) -> Profile:
+    """The profile of target `name`; for `local`, measured here first where `model` needs it."""
+    if name != LOCAL:
+        return load_profile(name)
+    if input_shape[0] != 1:
+        raise PrunekitError("the local target is profiled at batch size 1")
+    path = local_profile_path()
+    profile = read_profile_file(path) if path.is_file() else None
+    missing = missing_layers(profile, model, input_shape) if profile is not None else ["(all)"]
+    if not missing and profile is not None and profile.constant.method != "fixed":
+        return profile
+    from prunekit.latency.profiler import profile_model
+
+    console = console or Console(stderr=True)
+    if not quiet:
+        what = "every layer" if profile is None else f"{len(missing)} layer kind(s)"
+        console.print(f"target local: measuring {what} of {model_spec} at {input_shape[2]}x{input_shape[3]} on this "
+                      f"CPU with ONNX Runtime (first use; kept in {path})", highlight=False)
+    profile_model(LOCAL, "onnxruntime", model, (int(input_shape[2]), int(input_shape[3])),
+                  num_classes=num_classes, threads=LOCAL_THREADS, out=path, console=console, progress=not quiet,
+                  model_label=model_spec, **LAZY_GRID)
+    return read_profile_file(path)

@@ -1,0 +1,63 @@
+"""`--target local`: measured here on first use, stored under this machine's key, reused after."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.errors import PrunekitError
+from prunekit.latency import profiler
+from prunekit.latency.local import missing_layers, resolve_target
+from prunekit.latency.predict import predict_latency
+from prunekit.latency.store import load_profile, local_key, local_profile_path
+
+SHAPE = (1, 3, 16, 16)
+
+
+def _tiny(width: int = 16) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, 4)).eval()
+
+
+@pytest.fixture
+def profile_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_PROFILE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_first_use_measures_then_reuses(profile_dir, monkeypatch):
+    with pytest.raises(PrunekitError, match="no local profile yet"):
+        load_profile("local")
+    prof = resolve_target("local", _tiny(), "tiny", SHAPE, 4, quiet=True)
+    assert local_profile_path().is_file() and local_profile_path().parent == profile_dir
+    assert prof.name == "local" and prof.provenance.kind == "measured" and prof.threads == 1
+    assert predict_latency(_tiny(), prof, SHAPE).total_ms > 0
+    assert load_profile("local").table.keys() == prof.table.keys()
+
+    calls = []
+    monkeypatch.setattr(profiler, "profile_model", lambda *a, **k: calls.append(a))
+    again = resolve_target("local", _tiny(), "tiny", SHAPE, 4, quiet=True)
+    assert calls == [] and again.table.keys() == prof.table.keys()
+
+
+def test_a_wider_model_measures_only_what_is_missing(profile_dir):
+    resolve_target("local", _tiny(16), "tiny", SHAPE, 4, quiet=True)
+    prof = load_profile("local")
+    assert missing_layers(prof, _tiny(16), SHAPE) == []
+    assert missing_layers(prof, _tiny(32), SHAPE)  # wider than measured
+    wider = resolve_target("local", _tiny(32), "tiny", SHAPE, 4, quiet=True)
+    assert missing_layers(wider, _tiny(32), SHAPE) == []
+
+
+def test_the_key_names_cpu_runtime_version_and_threads():
+    import onnxruntime
+
+    key = local_key(1)
+    assert f"ort{onnxruntime.__version__}" in key and "-t1-" in key
+    assert local_key(2) != key
+
+
+def test_other_targets_load_as_they_are(profile_dir):
+    assert resolve_target("cpu-ort", _tiny(), "tiny", SHAPE, 4).name == "cpu-ort"
