@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,11 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
                 f"the model expects {tuple(value.shape)}",
                 "check --model and --num-classes match the checkpoint",
             )
-    model.load_state_dict(dict(state), strict=True)
+    # A tensors-only file carries no module versions; modules that check theirs when loading
+    # (torchvision's MNASNet) get the ones of the architecture being loaded into.
+    tensors = OrderedDict(state)
+    tensors._metadata = getattr(own, "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    model.load_state_dict(tensors, strict=True)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
