@@ -302,11 +302,16 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """The README table: counts, then one line per model."""
     tv = [r for r in rows if not str(r["model"]).startswith("timm:")]
+    tm = [r for r in rows if str(r["model"]).startswith("timm:")]
     passed = sum(r["status"] == "pass" for r in tv)
     lines = [
         f"torchvision classifiers passing every step: **{passed} / {len(tv)}**"
         + (f" ({100 * passed / len(tv):.0f} %)" if tv else ""),
         "",
+    ]
+    if tm:
+        lines += [f"timm models passing every step: **{sum(r['status'] == 'pass' for r in tm)} / {len(tm)}**", ""]
+    lines += [
         f"prune ratio {args.ratio} of every group's channels (magnitude, widths on multiples of 8 and of each "
         f"group's unit), reload from plan + safetensors, ONNX export (dynamo + onnxslim + checker) with parity on "
         f"{args.parity_images} images; input {args.input_size}x{args.input_size} unless the `input` column says "

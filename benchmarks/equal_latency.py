@@ -6,9 +6,11 @@
 The HALP paper's claim is accuracy at a given latency. Per model and seed a dense model is
 pretrained once on the built-in digits (32x32); then, per latency budget b (fraction of dense):
 
-    halp       `prunekit compress --method halp --target cpu-ort --latency-budget b` from the dense
-               weights: HALP Taylor importance, 4 knapsack steps on the exponential schedule with
-               `--prune-every` training iterations in between, then `--epochs` of fine-tuning
+    halp       `prunekit compress --method halp --target local --latency-budget b --verify` from the
+               dense weights: HALP Taylor importance, 4 knapsack steps on the exponential schedule
+               with `--prune-every` training iterations in between (the last one timed here and
+               corrected until it measures b), then `--epochs` of fine-tuning. `--target cpu-ort
+               --no-verify` prunes for the shipped table instead (measured on another machine).
     tp-r8      Torch-Pruning's MagnitudePruner (GroupMagnitudeImportance p=2, uniform ratio,
                round_to=8) with the ratio bisected until its *measured* latency ratio is within 2 %
                of halp's measured one, then fine-tuned for the same number of training steps as halp
@@ -87,6 +89,18 @@ def evaluate(model: nn.Module, data, seed: int) -> tuple[float, float]:
     return rep.clean_accuracy, rep.mean_corruption_accuracy
 
 
+def write(results: list[Result], out: Path) -> str:
+    """Write the CSV and the markdown summary (after every pair, so a stopped run keeps its rows)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "equal_latency.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(asdict(results[0])))
+        w.writeheader()
+        w.writerows(asdict(r) for r in results)
+    text = summary(results)
+    (out / "equal_latency.md").write_text(text + "\n")
+    return text
+
+
 def run(args: argparse.Namespace) -> list[Result]:
     data = load_data("digits")
     size = data.input_size
@@ -111,8 +125,9 @@ def run(args: argparse.Namespace) -> list[Result]:
             for budget in args.budgets:
                 out = work / f"{name}-{seed}-{budget}"
                 settings = make_settings(model=name, data="digits", weights=str(weights), method="halp",
-                                         target="cpu-ort", latency_budget=budget, pretrain_epochs=0,
-                                         epochs=args.epochs, seed=seed, batch_size=args.batch_size)
+                                         target=args.target, latency_budget=budget, pretrain_epochs=0,
+                                         epochs=args.epochs, seed=seed, batch_size=args.batch_size,
+                                         verify=args.verify)
                 compress(settings, out, force=True, quiet=True)
                 halp = load_run(out).pruned.eval()
                 h_ratio = ort.time_pair(dref, ModelRef(module=halp), shape, ex).ratio
@@ -147,6 +162,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                     print(f"{res.model:<13} b={res.budget:.2f} seed {res.seed} {res.method:<6} measured "
                           f"{res.measured_ratio:.3f} MACs {res.macs_ratio:.3f} clean {res.clean:.4f} "
                           f"corrupted {res.corrupted:.4f}", flush=True)
+                write(results, Path(args.out))
     return results
 
 
@@ -188,19 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-epochs", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--target", default="local",
+                    help="halp's target: local (this CPU, profiled on first use; default) or a shipped profile")
+    ap.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                    help="halp: time the candidate here and correct it until it measures the budget (default on)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     results = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "equal_latency.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(asdict(results[0])))
-        w.writeheader()
-        w.writerows(asdict(r) for r in results)
-    text = summary(results)
-    (out / "equal_latency.md").write_text(text + "\n")
-    print(text)
+    print(write(results, Path(args.out)))
     return 0
 
 

@@ -22,15 +22,16 @@ from torch import nn
 
 from prunekit import distributed as dist_utils
 from prunekit.atomic import write_json
-from prunekit.data import DataBundle, load_data
+from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
 from prunekit.methods import Method, get_method
-from prunekit.models import build_model, count_params, load_weights
+from prunekit.models import count_params, load_weights
 from prunekit.pruning import PruningGraph, apply_plan, count_macs_params
 from prunekit.runs import DEFAULT_ROOT, RunFolder, load_run, read_json, save_weights
 from prunekit.select import Goal
 from prunekit.settings import CompressSettings, upgrade_settings_dict
-from prunekit.train import TrainConfig, evaluate, fit
+from prunekit.tasks import Task, resolve_task
+from prunekit.train import TrainConfig, fit
 
 
 @dataclass
@@ -47,6 +48,7 @@ class RunContext:
     quiet: bool
     console: Console
     goal: Goal
+    task: Task | None = None  # None: classification
 
     @property
     def method(self) -> Method:
@@ -112,7 +114,8 @@ def compress_model(
     device = dist_utils.device_for_rank()
     s = settings
 
-    data = load_data(s.data, s.input_size, s.num_classes)
+    task = resolve_task(s.task, s.model)
+    data = task.load_data(s.data, s.input_size, s.num_classes)
     num_classes = s.num_classes or data.num_classes
     if s.num_classes is not None and s.data.split(":")[0] != "synthetic" and s.num_classes != data.num_classes:
         raise PrunekitError(
@@ -131,7 +134,7 @@ def compress_model(
         return read_json(folder.report_json, "report"), load_run(folder.path).pruned.to(device)
 
     torch.manual_seed(s.seed)
-    model = build_model(s.model, num_classes)
+    model = task.build_model(s.model, num_classes)
     example = torch.zeros(1, 3, size, size)
     # Fail on an untraceable model, an unknown target or an unreachable budget now, not after
     # an hour of pretraining.
@@ -144,7 +147,7 @@ def compress_model(
     if dist_utils.is_main():
         resuming = folder.open(stored, resume=resume, force=force, upgrade=upgrade_settings_dict)
     resuming = dist_utils.broadcast_object(resuming)
-    ctx = RunContext(s, data, folder, device, example, num_classes, resuming, quiet, console, goal)
+    ctx = RunContext(s, data, folder, device, example, num_classes, resuming, quiet, console, goal, task)
     ctx.log(f"run folder: {folder.path}" + (" (resuming)" if resuming else ""))
 
     model = stage_dense(ctx, model)
@@ -208,14 +211,18 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
     profile = resolve_target(s.target, model, s.model, shape, _num_outputs(model, example), console=console,
                              quiet=quiet)
     shape = (profile.batch_size, 3, *size)
-    dense_ms = predict_latency(model, profile, shape, model_hint=s.model).total_ms
     if not s.goal_is_latency:
+        dense_ms = predict_latency(model, profile, shape, model_hint=s.model).total_ms
         return Goal(kind="ratio", ratio=s.effective_prune_ratio, ratio_of=s.ratio_of, round_to=s.round_to,
                     profile=profile, input_shape=shape, dense_ms=dense_ms)
-    target_ms = s.latency_ms if s.latency_ms is not None else dense_ms * float(s.latency_budget or 1.0)
-    from prunekit.select.latency import check_reachable
+    from prunekit.select.latency import check_reachable, predict_current
 
-    check_reachable(PruningGraph(copy.deepcopy(model), example, s.model), profile, shape, target_ms, s.round_to)
+    # Through the selection's cache: the dense and minimum-width predictions made here anchor
+    # the cheap predictor of every scheduled step (nothing is exported again for them).
+    graph = PruningGraph(copy.deepcopy(model), example, s.model)
+    dense_ms = predict_current(graph, profile, shape).total_ms
+    target_ms = s.latency_ms if s.latency_ms is not None else dense_ms * float(s.latency_budget or 1.0)
+    check_reachable(graph, profile, shape, target_ms, s.round_to)
     measure = None
     if s.verify or s.measure_cmd:
         import tempfile
@@ -280,7 +287,7 @@ def stage_prune(ctx: RunContext, dense: nn.Module) -> tuple[nn.Module, dict[str,
     s = ctx.settings
     if ctx.resume and "prune" in f.stages_done():
         plan = read_json(f.plan_json, "plan")
-        pruned = apply_plan(build_model(s.model, ctx.num_classes), plan, ctx.example, s.model)
+        pruned = apply_plan(_task(ctx).build_model(s.model, ctx.num_classes), plan, ctx.example, s.model)
         load_weights(pruned, f.file("pruned_init.safetensors"))
         ctx.log("pruning: plan loaded from the interrupted run")
         return pruned.to(ctx.device), read_json(f.file("logs/method.json"), "method log")
@@ -345,13 +352,12 @@ def stage_finetune(ctx: RunContext, pruned: nn.Module) -> nn.Module:
 
 
 def measure(ctx: RunContext, model: nn.Module, which: str) -> dict[str, Any]:
-    """Params, MACs and validation accuracy of one model."""
+    """Params, MACs and the task's validation metrics (accuracy; mAP) of one model."""
     model.eval()
     macs, _ = count_macs_params(model.cpu(), ctx.example)
     model.to(ctx.device)
-    loader = ctx.data.loader("val", 256, shuffle=False)
-    acc = evaluate(model, loader, ctx.device)
-    out: dict[str, Any] = {"params": count_params(model), "macs": macs, "accuracy": round(acc, 6)}
+    out: dict[str, Any] = {"params": count_params(model), "macs": macs}
+    out.update(_task(ctx).evaluate(model, ctx.data, ctx.device))
     if ctx.goal.profile is not None:
         from prunekit.latency.predict import predict_latency
 
@@ -383,6 +389,10 @@ def measured_latency(ctx: RunContext, dense: nn.Module, pruned: nn.Module) -> di
     pair = rt.time_pair(ModelRef(module=a), ModelRef(module=b), ctx.goal.input_shape, ex)
     return {"dense_ms": pair.dense.median_ms, "pruned_ms": pair.pruned.median_ms, "ratio": pair.ratio,
             "how": f"{rt.describe(ex)}, warm blocks, ratio of medians"}
+
+
+def _task(ctx: RunContext) -> Task:
+    return ctx.task if ctx.task is not None else resolve_task(ctx.settings.task, ctx.settings.model)
 
 
 def _stage_logs(folder: RunFolder) -> dict[str, Any]:

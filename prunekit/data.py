@@ -6,9 +6,10 @@ ever downloaded: a missing directory is an error that names the expected layout.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,10 @@ class DataBundle:
     val_set: Dataset
     num_classes: int
     input_size: int
+    # How samples batch (None: torch's default stacking) and how a model fits them (None: the
+    # classifier's cross-entropy; a task with other targets, detection, sets both: prunekit.tasks).
+    collate: Callable[[list[Any]], Any] | None = None
+    objective: Any = None
 
     def loader(
         self,
@@ -52,7 +57,8 @@ class DataBundle:
             sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=False)
         else:
             sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                          collate_fn=self.collate)
 
 
 class EpochSampler(Sampler[int]):

@@ -190,9 +190,12 @@ class TaylorImportance:
     needs_data = True
 
     def __init__(self, max_batches: int = 8,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 objective: Any = None) -> None:
         self.max_batches = max_batches
         self.loss_fn = loss_fn or nn.functional.cross_entropy
+        # A data bundle's objective (prunekit.train.Objective: a detector's box losses) replaces loss_fn.
+        self.objective = objective
 
     def __call__(self, graph: Any, batches: Batches | None = None) -> Scores:
         if batches is None:
@@ -209,7 +212,12 @@ class TaylorImportance:
                 if i >= self.max_batches:
                     break
                 model.zero_grad(set_to_none=True)
-                self.loss_fn(model(x.to(device)), y.to(device)).backward()
+                x = x.to(device)
+                if self.objective is not None:
+                    loss = self.objective.loss(model, x, model(x), self.objective.to_device(y, device))
+                else:
+                    loss = self.loss_fn(model(x), y.to(device))
+                loss.backward()
                 acc.update()
         finally:
             model.zero_grad(set_to_none=True)

@@ -56,7 +56,9 @@ class ChannelGroup:
 
 
 def find_classifier(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
-    """The layer(s) producing the model's logits: their output width is the class count, never pruned."""
+    """The layer(s) producing the model's logits: their output width is the class count, never pruned.
+
+    A model with an `output_layers()` method (prunekit.tasks.detection.DetectorNet) names them itself."""
     order: list[nn.Module] = []
     hooks = [
         m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
@@ -69,17 +71,48 @@ def find_classifier(model: nn.Module, example_input: torch.Tensor) -> list[nn.Mo
     finally:
         for h in hooks:
             h.remove()
+    declared = getattr(model, "output_layers", None)
+    if callable(declared):  # a network that names its own output layers (a detector's box/class convs)
+        return list(declared())
     return order[-1:] if order else []
+
+
+@contextlib.contextmanager
+def _layer_stack(model: nn.Module) -> Iterator[list[str]]:
+    """The names of the modules whose forward is running; after an exception, the last one is the
+    layer it was raised in (an error can name it)."""
+    names = {m: n for n, m in model.named_modules()}
+    stack: list[str] = []
+
+    def enter(mod: nn.Module, _args: object) -> None:
+        stack.append(names.get(mod, type(mod).__name__))
+
+    def leave(mod: nn.Module, _args: object, _out: object) -> None:
+        if stack:
+            stack.pop()
+
+    handles = [h for m in model.modules() if m is not model
+               for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    try:
+        yield stack
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _in_layer(stack: list[str]) -> str:
+    return f" in layer '{stack[-1]}'" if stack else ""
 
 
 def _runs_on(model: nn.Module, example_input: torch.Tensor, model_name: str) -> list[nn.Module]:
     """`find_classifier`, failing in one line when the model does not run on the example input."""
     try:
-        return find_classifier(model, example_input)
+        with _layer_stack(model) as stack:
+            return find_classifier(model, example_input)
     except Exception as exc:  # the model's own checks (ViT: "Wrong image height!") or shape errors
         text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise PrunekitError(
-            f"model '{model_name}' does not run on an input of shape {list(example_input.shape)} "
+            f"model '{model_name}' does not run on an input of shape {list(example_input.shape)}{_in_layer(stack)} "
             f"({type(exc).__name__}: {text})",
             "check --input-size: ViT and MaxViT need 224, Inception v3 at least 75",
         ) from exc
@@ -116,17 +149,20 @@ class PruningGraph:
         self.model_name = model_name
         self.fixed: dict[str, str] = {}  # groups that must stay whole -> why
         was_training = model.training
+        stack: list[str] = []
         try:
             with guarded("building the dependency graph", model_name):
                 structures.prepare(model)
                 self.ignored = _runs_on(model, example_input, model_name)
-                self._build()
+                with _layer_stack(model) as stack:
+                    self._build()
+                stack.clear()  # a failure after tracing is in no layer
                 self.refresh()
         except PrunekitError:
             raise
         except Exception as exc:  # torch-pruning raises many error types for untraceable graphs
             raise PrunekitError(
-                f"model '{model_name}' cannot be traced for structured pruning by torch-pruning "
+                f"model '{model_name}' cannot be traced for structured pruning by torch-pruning{_in_layer(stack)} "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'no detail'})",
                 "use a supported architecture (README 'Model coverage' lists what prunes)",
             ) from exc

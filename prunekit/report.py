@@ -29,6 +29,11 @@ ROWS = [
     ("accuracy", "accuracy (val)", "pct"),
     ("corrupted_accuracy", "accuracy (corrupted)", "pct"),
     ("r_c", "R_C = acc_C / acc", "str"),
+    ("map", "mAP@[.5:.95] (val)", "pct"),
+    ("map_50", "mAP@.5 (val)", "pct"),
+    ("mpc", "mPC (mAP, corrupted)", "pct"),
+    ("rpc", "rPC = mPC / mAP", "str"),
+    ("decode_nms_ms", "box decoding + NMS, measured", "ms"),
     ("predicted_latency_ms", "latency, predicted", "ms"),
     ("measured_latency_ms", "latency, measured", "ms"),
 ]

@@ -183,8 +183,9 @@ class LoadedRun:
 
 def load_run(path: str | Path) -> LoadedRun:
     """Rebuild both models of a finished run: base architecture + plan + safetensors weights."""
-    from prunekit.models import build_model, load_weights
+    from prunekit.models import load_weights
     from prunekit.pruning import apply_plan
+    from prunekit.tasks import resolve_task
 
     folder = RunFolder(Path(path))
     if not folder.path.is_dir():
@@ -204,6 +205,7 @@ def load_run(path: str | Path) -> LoadedRun:
     num_classes = int(settings["num_classes"])
     size = int(settings["input_size"])
     example = torch.zeros(1, 3, size, size)
+    build_model = resolve_task(settings.get("task"), str(settings["model"])).build_model
     dense = build_model(str(settings["model"]), num_classes)
     load_weights(dense, folder.file("dense.safetensors"))
     pruned = apply_plan(build_model(str(settings["model"]), num_classes), plan, example, str(settings["model"]))

@@ -43,6 +43,9 @@ class CompressSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
+    # --task (None: the task owning --model's name, else classification); --model / --data left
+    # out take the task's defaults (prunekit.tasks)
+    task: str | None = None
     model: str = "resnet18"
     data: str = "digits"
     num_classes: int | None = None
@@ -71,6 +74,23 @@ class CompressSettings(BaseModel):
     # the method's own options, validated by its options model (defaults filled in)
     method_options: dict[str, Any] = Field(default_factory=dict)
     _options: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        from prunekit.tasks import TASKS, resolve_task
+
+        task = values.get("task")
+        if task is not None and task not in TASKS:
+            raise ValueError(f"--task: unknown task {str(task)[:40]!r}; choose one of {', '.join(TASKS)}")
+        owner = resolve_task(task, values.get("model"))
+        values = dict(values)
+        for key, default in (("model", owner.default_model), ("data", owner.default_data)):
+            if values.get(key) is None:
+                values[key] = default
+        return values
 
     @field_validator("method")
     @classmethod
@@ -170,6 +190,9 @@ class CompressSettings(BaseModel):
                 "--latency-budget (or --latency-ms)"
             )
         method.check(options, self)
+        from prunekit.tasks import resolve_task
+
+        resolve_task(self.task, self.model).check_method(method.name)
         self.method_options = options.model_dump()
         self._options = options
         return self
@@ -262,7 +285,28 @@ def make_settings(**kwargs: Any) -> CompressSettings:
         raise PrunekitError(f"{flag}: {msg}" if field else msg) from None
 
 
-_ADDED_LATER = ("verify", "verify_tries", "measure_cmd", "measure_timeout")
+GOAL_FLAGS = ("prune_ratio", "latency_budget", "latency_ms", "target")
+
+
+def main_job_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill what the command line left out (None): with no goal flag at all, the task's main job
+    (classification: `--target local --latency-budget 0.5 --verify`); `--method` halp for a
+    latency goal, magnitude otherwise; `--verify` off unless the main job turns it on."""
+    from prunekit.tasks import resolve_task
+
+    out = {**dict.fromkeys(GOAL_FLAGS), **values}
+    if all(out[k] is None for k in GOAL_FLAGS):
+        main = resolve_task(out.get("task"), out.get("model")).main_job
+        out.update({k: v for k, v in main.items() if out.get(k) is None})
+    if out.get("method") is None:
+        out["method"] = "halp" if out.get("latency_budget") is not None or out.get("latency_ms") is not None \
+            else "magnitude"
+    if out.get("verify") is None:
+        out["verify"] = False
+    return out
+
+
+_ADDED_LATER = ("verify", "verify_tries", "measure_cmd", "measure_timeout", "task")
 
 
 def upgrade_settings_dict(stored: Mapping[str, Any]) -> dict[str, Any]:

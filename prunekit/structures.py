@@ -478,6 +478,15 @@ def _opaque_surrogate(m: nn.Module, x: torch.Tensor, *args: Any) -> torch.Tensor
     return opaque(x, lambda t: forward(m, t, *args))
 
 
+def _token_subsample_surrogate(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # timm LeViT's Downsample views [B, N, C] tokens as a grid and keeps every stride-th one, a
+    # view torch-pruning misreads (it pruned the next q Linear's inputs differently from its
+    # producer's outputs). The same token count, taken along the token axis only, has the same
+    # channel flow.
+    n = -(-m.resolution[0] // m.stride) * -(-m.resolution[1] // m.stride)
+    return x[:, :n] * 1.0
+
+
 def _window_block_surrogate(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     # timm's Swin block partitions windows in a method around its attention: skip the partition.
     return m.attn(x)
@@ -499,6 +508,12 @@ def _surrogate_table() -> dict[type, tuple[str, Callable[..., torch.Tensor]]]:
 
         table[timm_swin.PatchMerging] = ("forward", _patch_merging_surrogate)
         table[timm_swin.SwinTransformerBlock] = ("_attn", _window_block_surrogate)
+    except ImportError:
+        pass
+    try:
+        from timm.models import levit as timm_levit
+
+        table[timm_levit.Downsample] = ("forward", _token_subsample_surrogate)
     except ImportError:
         pass
     return table

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,46 @@ from prunekit.progress import progress_bar
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 OPTIMIZERS = ("sgd", "sam", "asam")
+
+
+class Objective(Protocol):
+    """What a model is trained to minimise on a data bundle's batches (`DataBundle.objective`).
+
+    `loss(model, x, out, y)`: the loss of outputs `out = model(x)` for targets `y` (`model` is the
+    bare module, also under DDP); `correct(out, y)`: how many samples are right, for the train
+    accuracy in the log (None: the task has no such count, and the log has no accuracy)."""
+
+    def to_device(self, y: Any, device: torch.device) -> Any: ...
+
+    def count(self, y: Any) -> int: ...
+
+    def loss(self, model: nn.Module, x: torch.Tensor, out: torch.Tensor, y: Any) -> torch.Tensor: ...
+
+    def correct(self, out: torch.Tensor, y: Any) -> int | None: ...
+
+
+class CrossEntropy:
+    """The classifier's objective: cross-entropy of logits against class labels."""
+
+    def to_device(self, y: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return y.to(device, non_blocking=True)
+
+    def count(self, y: torch.Tensor) -> int:
+        return len(y)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, y)
+
+    def correct(self, out: torch.Tensor, y: torch.Tensor) -> int | None:
+        return int((out.argmax(1) == y).sum())
+
+
+CROSS_ENTROPY = CrossEntropy()
+
+
+def objective_of(data: DataBundle) -> Objective:
+    """The data's objective (a detection bundle's box losses), cross-entropy by default."""
+    return getattr(data, "objective", None) or CROSS_ENTROPY
 
 
 @dataclass
@@ -174,6 +215,7 @@ def fit(
         )
     factory = optimizer_factory or make_optimizer
     optimizer = factory(model, cfg)
+    objective = objective_of(data)
     loader = data.loader("train", cfg.batch_size, seed=cfg.seed, distributed=distributed)
     steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
     if cfg.max_steps is None:
@@ -208,20 +250,25 @@ def fit(
             loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
             train_model.train()
             total_loss, correct, seen = 0.0, 0, 0
+            counted = True
             for step, (x, y) in enumerate(loader):
                 if step >= steps_per_epoch or done >= total_steps:
                     break
                 raise_if_requested()
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x, y = x.to(device, non_blocking=True), objective.to_device(y, device)
                 if attack is not None:
                     x = attack(model, x, y)
                     train_model.train()
-                loss, logits = train_step(train_model, optimizer, scaler, x, y, use_amp, device)
+                loss, logits = train_step(train_model, optimizer, scaler, x, y, use_amp, device,
+                                          objective=objective, bare=model)
                 scheduler.step()
                 done += 1
-                total_loss += loss * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
+                n = objective.count(y)
+                total_loss += loss * n
+                right = objective.correct(logits, y)
+                counted = counted and right is not None
+                correct += right or 0
+                seen += n
                 if step_hook is not None:
                     replacement = step_hook(done, optimizer)
                     if replacement is not None and replacement is not optimizer:
@@ -232,9 +279,10 @@ def fit(
             sums = [total_loss, float(correct), float(seen)]
             if distributed:
                 sums = dist_utils.all_reduce_sum(sums, device)
-            log.epochs.append(
-                {"epoch": epoch + 1, "loss": sums[0] / max(sums[2], 1), "train_accuracy": sums[1] / max(sums[2], 1)}
-            )
+            entry = {"epoch": epoch + 1, "loss": sums[0] / max(sums[2], 1)}
+            if counted:
+                entry["train_accuracy"] = sums[1] / max(sums[2], 1)
+            log.epochs.append(entry)
             if ckpt_path is not None and (dist_utils.is_main() or cfg.local):
                 save_checkpoint(
                     ckpt_path,
@@ -263,15 +311,20 @@ def train_step(
     y: torch.Tensor,
     use_amp: bool,
     device: torch.device,
+    objective: Objective | None = None,
+    bare: nn.Module | None = None,
 ) -> tuple[float, torch.Tensor]:
     """One optimisation step on (x, y); SAM-style optimizers get their ascent pass here.
-    Returns (loss, logits)."""
+    Returns (loss, logits). `objective` (default cross-entropy) gets `bare`, the module `model`
+    wraps under DDP."""
     optimizer.zero_grad(set_to_none=True)
+    objective = objective or CROSS_ENTROPY
+    bare = bare if bare is not None else model
     if hasattr(optimizer, "first_step"):
-        return _sam_step(model, optimizer, scaler, x, y, use_amp, device)
+        return _sam_step(model, optimizer, scaler, x, y, use_amp, device, objective, bare)
     with _autocast(device, use_amp):
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = objective.loss(bare, x, logits, y)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
@@ -286,6 +339,8 @@ def _sam_step(
     y: torch.Tensor,
     use_amp: bool,
     device: torch.device,
+    objective: Objective = CROSS_ENTROPY,
+    bare: nn.Module | None = None,
 ) -> tuple[float, torch.Tensor]:
     """SAM/ASAM: ascent pass at w (local gradient, no DDP all-reduce), descent pass at w + eps.
 
@@ -294,23 +349,24 @@ def _sam_step(
     """
     from prunekit.optim.sam import ascent_context, running_stats_frozen
 
+    bare = bare if bare is not None else model
     logits: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     if optimizer.needs_ascent_pass():  # type: ignore[attr-defined]
         with ascent_context(model), _autocast(device, use_amp):
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = objective.loss(bare, x, logits, y)
         scaler.scale(loss).backward()
         optimizer.first_step()  # type: ignore[attr-defined]
         # BatchNorm statistics come from the first pass only.
         with running_stats_frozen(model), _autocast(device, use_amp):
-            loss2 = F.cross_entropy(model(x), y)
+            loss2 = objective.loss(bare, x, model(x), y)
         scaler.scale(loss2).backward()
     else:
         optimizer.first_step()  # type: ignore[attr-defined]
         with _autocast(device, use_amp):
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = objective.loss(bare, x, logits, y)
         scaler.scale(loss).backward()
     optimizer.second_step(scaler=scaler if use_amp else None)  # type: ignore[attr-defined]
     return float(loss.detach()), logits.detach()

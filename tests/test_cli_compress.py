@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-FAST = ["--pretrain-epochs", "1", "--epochs", "1", "--input-size", "16"]
+FAST = ["--pretrain-epochs", "1", "--epochs", "1", "--input-size", "16", "--prune-ratio", "0.5"]
 
 
 def test_compress_writes_a_complete_run(cli, tmp_path):
@@ -130,9 +130,40 @@ def test_resume_after_interruption_matches_uninterrupted(cli, tmp_path, monkeypa
     assert plan_a == plan_b
 
 
-def test_main_job_defaults_reach_90_percent(cli, tmp_path, monkeypatch):
+def test_a_compress_without_a_goal_is_the_main_job():
+    """No goal flag: the task's main job (a latency budget on this machine, verified); a goal
+    flag turns it off, and the method follows the goal (halp for latency, magnitude for ratio)."""
+    from prunekit.settings import main_job_defaults
+
+    bare = main_job_defaults({})
+    assert (bare["target"], bare["latency_budget"], bare["verify"], bare["method"]) == ("local", 0.5, True, "halp")
+    ratio = main_job_defaults({"prune_ratio": 0.3})
+    assert ratio["target"] is None and ratio["method"] == "magnitude" and ratio["verify"] is False
+    other = main_job_defaults({"target": "cpu-ort", "latency_budget": 0.4, "verify": None})
+    assert (other["method"], other["verify"], other["latency_budget"]) == ("halp", False, 0.4)
+    assert main_job_defaults({"method": "adasap"})["method"] == "adasap"
+    assert main_job_defaults({"verify": False})["verify"] is False
+
+
+@pytest.mark.slow
+def test_main_job_meets_its_budget_on_this_machine(cli, tmp_path, monkeypatch):
+    """Bare `prunekit compress`, as README shows it: profiles `local` on first use (minutes)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEKIT_PROFILE_DIR", str(tmp_path / "profiles"))
     result = cli(["compress", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["settings"]["target"] == "local" and report["method"]["name"] == "halp"
+    assert report["pruned"]["accuracy"] >= 0.90
+    assert report["pruned"]["measured_latency_ms"] < report["dense"]["measured_latency_ms"]
+    assert 0.94 * 0.5 <= report["goal"]["measured_ratio"] <= 1.03 * 0.5 + 0.02
+
+
+@pytest.mark.slow
+def test_ratio_job_reaches_90_percent(cli, tmp_path, monkeypatch):
+    """The channel-ratio job on the defaults (resnet18, digits, 3 + 3 epochs)."""
+    monkeypatch.chdir(tmp_path)
+    result = cli(["compress", "--prune-ratio", "0.5", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["pruned"]["accuracy"] >= 0.90

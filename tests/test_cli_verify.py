@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-SMALL = ["--data", "digits", "--input-size", "32", "--pretrain-epochs", "0", "--epochs", "0", "--batch-size", "256"]
+SMALL = ["--data", "digits", "--input-size", "32", "--pretrain-epochs", "0", "--epochs", "0", "--batch-size", "256",
+         "--method", "magnitude"]
 
 
 def test_verify_times_the_candidate_and_logs_every_try(cli, tmp_path):
@@ -41,13 +42,13 @@ def test_measure_cmd_with_a_local_stand_in(cli, tmp_path):
 def test_a_broken_measure_cmd_is_one_line_and_the_run_resumes_with_a_fixed_one(cli, tmp_path, cmd, message):
     out = tmp_path / "b"
     res = cli(["compress", *SMALL, "--target", "cpu-ort", "--latency-budget", "0.6", "--measure-cmd", cmd,
-               "--out", str(out)])
+               "--verify-tries", "2", "--out", str(out)])
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
     assert (out / "dense.safetensors").is_file()  # the dense stage is kept
     good = (f"{sys.executable} -c 'from prunekit.cli import main; main()' measure {{onnx}} --baseline {{dense_onnx}}"
             " --target cpu-ort --repeats 10 --json")
     fixed = cli(["compress", *SMALL, "--target", "cpu-ort", "--latency-budget", "0.6", "--measure-cmd", good,
-                 "--out", str(out), "--resume", "--json"])
+                 "--verify-tries", "2", "--out", str(out), "--resume", "--json"])
     assert fixed.exit_code == 0, fixed.output
     assert json.loads(fixed.stdout)["run"]["resumed"] is True
 
@@ -60,7 +61,7 @@ def test_a_measure_cmd_without_the_file_fails_before_any_work(cli, tmp_path):
 
 
 def test_verify_needs_a_latency_budget(cli, tmp_path):
-    res = cli(["compress", *SMALL, "--verify", "--out", str(tmp_path / "x")])
+    res = cli(["compress", *SMALL, "--verify", "--prune-ratio", "0.5", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "--latency-budget" in res.output
 
 
@@ -76,7 +77,7 @@ def test_target_local_profiles_on_first_use(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_PROFILE_DIR", str(tmp_path / "profiles"))
     args = ["compress", "--model", "tests.test_cli_verify:small_net", "--data", "digits", "--input-size", "16",
             "--pretrain-epochs", "0", "--epochs", "0", "--target", "local", "--latency-budget", "0.8",
-            "--round-to", "8", "--json"]
+            "--round-to", "8", "--method", "magnitude", "--json"]
     first = cli([*args, "--out", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
     assert "target local: measuring" in first.output

@@ -20,13 +20,18 @@ BOTH = "dense + pruned"  # the progress label: both files advance together
 def evaluate_exported(run: LoadedRun, dense_onnx: Path, pruned_onnx: Path, corruptions: Sequence[str],
                       severities: Sequence[int], seed: int, limit: int | None, threads: int,
                       progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
-    """Clean and corrupted accuracy of the exported ONNX files (ONNX Runtime CPU), R_C and mCE."""
-    from prunekit.data import load_data
+    """Clean and corrupted accuracy of the exported ONNX files (ONNX Runtime CPU), R_C and mCE
+    (a detector: mAP, mPC and rPC in the same places, prunekit.tasks.detection)."""
     from prunekit.deploy.ort_model import OrtClassifier
     from prunekit.robustness.metrics import corruption_errors, evaluate_corruptions_shared
+    from prunekit.tasks import resolve_task
 
     s = run.settings
-    data = load_data(str(s["data"]), int(s["input_size"]), int(s["num_classes"]))
+    task = resolve_task(s.get("task"), str(s["model"]))
+    data = task.load_data(str(s["data"]), int(s["input_size"]), int(s["num_classes"]))
+    own = task.evaluate_exported(run, data, dense_onnx, pruned_onnx, corruptions, severities, seed, limit, threads)
+    if own is not None:
+        return own
     loader = data.loader("val", batch_size=128, shuffle=False)
     out: dict[str, Any] = {
         "evaluated": "the exported ONNX files on ONNX Runtime CPU (fp32), on the same corrupted images",
@@ -54,8 +59,9 @@ def evaluate_exported(run: LoadedRun, dense_onnx: Path, pruned_onnx: Path, corru
 
 def n_eval_images(run: LoadedRun, limit: int | None) -> int:
     """How many validation images `check` evaluates (the gate needs the same number as its baseline)."""
-    from prunekit.data import load_data
+    from prunekit.tasks import resolve_task
 
     s = run.settings
-    n = len(load_data(str(s["data"]), int(s["input_size"]), int(s["num_classes"])).val_set)
+    task = resolve_task(s.get("task"), str(s["model"]))
+    n = len(task.load_data(str(s["data"]), int(s["input_size"]), int(s["num_classes"])).val_set)
     return min(n, limit) if limit is not None else n

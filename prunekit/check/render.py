@@ -43,11 +43,14 @@ def check_table(record: dict[str, Any]) -> Group:
                   _x(pred.get("speedup")))
     else:
         t.add_row("latency (predicted by profile)", "-", "-", "n/a")
-    t.add_row(f"accuracy, clean ({acc['n_images']} images)", _pct(acc["dense"]["clean"]), _pct(acc["pruned"]["clean"]), "")
-    t.add_row(f"accuracy, corrupted ({len(acc['corruptions'])} x {len(acc['severities'])})",
+    # a detector's check holds mAP / mPC / rPC in the same keys (its accuracy dict names a "metric")
+    clean, corrupted, rc = ("mAP@[.5:.95], clean", "mPC (mAP), corrupted", "rPC = mPC / mAP") if "metric" in acc \
+        else ("accuracy, clean", "accuracy, corrupted", "R_C = acc_C / acc")
+    t.add_row(f"{clean} ({acc['n_images']} images)", _pct(acc["dense"]["clean"]), _pct(acc["pruned"]["clean"]), "")
+    t.add_row(f"{corrupted} ({len(acc['corruptions'])} x {len(acc['severities'])})",
               _pct(acc["dense"]["corrupted"]), _pct(acc["pruned"]["corrupted"]), "")
     rc_d, rc_p = acc["dense"]["r_c"], acc["pruned"]["r_c"]
-    t.add_row("R_C = acc_C / acc", "-" if rc_d is None else f"{rc_d:.3f}", "-" if rc_p is None else f"{rc_p:.3f}", "")
+    t.add_row(rc, "-" if rc_d is None else f"{rc_d:.3f}", "-" if rc_p is None else f"{rc_p:.3f}", "")
     mce = acc["pruned"].get("mce_vs_dense")
     if mce is not None:
         t.add_row("mCE vs dense", "1.000", f"{mce:.3f}", "")

@@ -22,6 +22,7 @@ from prunekit.cli.app import app, emit_json, handle_errors, ui
 from prunekit.data import SPEC_HELP
 from prunekit.errors import PrunekitError
 from prunekit.methods import METHODS, list_methods, load_plugins, option_flag
+from prunekit.tasks.detection.data import SPEC_HELP as DETECTION_SPEC_HELP
 
 load_plugins()
 
@@ -32,15 +33,21 @@ def _method_help() -> str:
 
 
 def compress(
-    model: str = typer.Option(
-        "resnet18", help="torchvision classification model (resnet18, mobilenet_v2, ...), timm:<name>, "
-        "or package.module:factory (called with num_classes=)."
+    task: str | None = typer.Option(None, help="classification or detection (default: detection for a torchvision "
+                                    "detector's name, else classification); sets the defaults of --model and --data."),
+    model: str | None = typer.Option(
+        None, help="torchvision classification model (resnet18, mobilenet_v2, ...), timm:<name>, "
+        "or package.module:factory (called with num_classes=); with --task detection a torchvision detector "
+        "(ssdlite320_mobilenet_v3_large, retinanet_resnet50_fpn, fcos_resnet50_fpn, ...) or a factory returning one. "
+        "Default: resnet18; ssdlite320_mobilenet_v3_large for detection.", show_default=False,
     ),
-    data: str = typer.Option("digits", help=f"Training/validation data: {SPEC_HELP}."),
+    data: str | None = typer.Option(None, help=f"Training/validation data: {SPEC_HELP}; for detection: "
+                                    f"{DETECTION_SPEC_HELP}. Default: digits; shapes for detection.", show_default=False),
     num_classes: int | None = typer.Option(None, help="Number of classes (default: from the data)."),
     input_size: int | None = typer.Option(None, help="Input resolution in pixels (default: 32 for digits/CIFAR/synthetic, 224 for imagefolder)."),
     weights: Path | None = typer.Option(None, help="Trained weights of the dense model (.safetensors or a torch state dict; loaded with weights_only, never unpickled code). Without it, the model is pretrained here for --pretrain-epochs."),
-    method: str = typer.Option("magnitude", help=_method_help()),
+    method: str | None = typer.Option(None, help=_method_help() + " Default: halp for a latency goal, magnitude "
+                                      "for --prune-ratio.", show_default=False),
     prune_ratio: float | None = typer.Option(None, help="Fraction to REMOVE, in (0, 1). With --ratio-of channels (default) it is the fraction of channels removed in every group, so MACs fall by about 1-(1-r)^2; with --ratio-of macs it is the fraction of MACs removed. Default 0.5 when no latency budget is given."),
     ratio_of: str = typer.Option("channels", help="What --prune-ratio counts: channels or macs."),
     round_to: int = typer.Option(8, help="Keep channel counts at multiples of this (runtimes' vector kernels like multiples of 8)."),
@@ -55,7 +62,7 @@ def compress(
     finetune_optimizer: str | None = typer.Option(None, help="Fine-tuning optimizer: sgd, sam or asam (sharpness-aware; twice the cost per step unless --sam-every > 1). Default: the method's (asam for adasap), sgd otherwise."),
     rho: float | None = typer.Option(None, help="SAM/ASAM radius for fine-tuning. Default: 0.5 with asam, 0.05 with sam (the AdaSAP paper uses 2.0 for ASAM on ImageNet)."),
     sam_every: int = typer.Option(1, help="prunekit's own cheaper SAM (not from a paper): compute the sharpness step only every k steps and re-apply its perturbation in between (1: full SAM)."),
-    verify: bool = typer.Option(False, "--verify", help="Measured in the loop: after selection, time the candidate warm against dense on the target's runtime on this machine; if its measured ratio is outside [0.94, 1.03] x --latency-budget, move the knapsack goal by budget / measured and select again (every try is in report.json)."),
+    verify: bool | None = typer.Option(None, "--verify/--no-verify", show_default=False, help="Measured in the loop (default: on for the bare main job, off otherwise): after selection, time the candidate warm against dense on the target's runtime on this machine; if its measured ratio is outside [0.94, 1.03] x --latency-budget, move the knapsack goal by budget / measured and select again (every try is in report.json)."),
     verify_tries: int = typer.Option(4, help="Most selections --verify / --measure-cmd make."),
     measure_cmd: str | None = typer.Option(None, help="Like --verify, but time each candidate with this shell command (on the device): {onnx} / {dense_onnx} are the candidate and dense ONNX files, {onnx_name} / {dense_onnx_name} their names; it must print `prunekit measure ... --json` output, e.g. \"scp {onnx} {dense_onnx} orin:/tmp/ && ssh orin prunekit measure /tmp/{onnx_name} --baseline /tmp/{dense_onnx_name} --target jetson-orin --json\"."),
     measure_timeout: float = typer.Option(600.0, help="Seconds one --measure-cmd call may take."),
@@ -67,16 +74,23 @@ def compress(
 ) -> None:
     """Prune a model (physically removing channels), fine-tune it, and write a run folder.
 
-    Bare `prunekit compress` is the main job: resnet18 on the built-in digits data, 50 % of the
-    channels removed, in a few minutes on a laptop CPU.
+    Bare `prunekit compress` is the main job: resnet18 on the built-in digits data pruned by HALP
+    to half its latency on this machine's CPU (--target local, profiled on first use, the result
+    timed and corrected: --verify), in a few minutes on a laptop CPU. --prune-ratio instead
+    removes a fraction of the channels (magnitude).
     """
     from prunekit.compress import compress as run_compress
     from prunekit.report import compress_table
-    from prunekit.settings import make_settings
+    from prunekit.settings import main_job_defaults, make_settings
 
+    # Bare `prunekit compress` (no goal flag): the task's main job, e.g. --target local --latency-budget 0.5.
+    given = main_job_defaults({"task": task, "model": model, "method": method, "prune_ratio": prune_ratio,
+                               "latency_budget": latency_budget, "latency_ms": latency_ms, "target": target,
+                               "verify": verify})
+    method, target, latency_budget, verify = given["method"], given["target"], given["latency_budget"], given["verify"]
     options = method_options_for(method, method_flags)
     settings = make_settings(
-        model=model, data=data, num_classes=num_classes, input_size=input_size,
+        task=task, model=model, data=data, num_classes=num_classes, input_size=input_size,
         weights=str(weights) if weights else None, method=method, prune_ratio=prune_ratio, ratio_of=ratio_of,
         round_to=round_to, target=target, latency_budget=latency_budget, latency_ms=latency_ms,
         pretrain_epochs=pretrain_epochs, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,

@@ -22,6 +22,8 @@ class _Target:
     num_classes: int | None
     input_size: int | None
     models: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None  # the run's --task (None: from the model name)
+    model: str | None = None
 
 
 def _resolve(
@@ -38,7 +40,8 @@ def _resolve(
                 f"the run was trained at {s['input_size']} px, not {size}", "leave out --input-size"
             )
         models = {"dense": run.dense, "pruned": run.pruned}
-        return _Target("run", data or str(s["data"]), int(s["num_classes"]), int(s["input_size"]), models)
+        return _Target("run", data or str(s["data"]), int(s["num_classes"]), int(s["input_size"]), models,
+                       s.get("task"), str(s["model"]))
     if data is None:
         raise PrunekitError("--data is required unless MODEL_OR_RUN is a run folder", "e.g. --data digits")
     if path.suffix == ".onnx":
@@ -60,7 +63,7 @@ def _resolve(
             f"model '{target}' needs --weights (an untrained model has nothing to evaluate)",
             "pass --weights FILE, a run folder, or an .onnx file",
         )
-    return _Target("model", data, num_classes, size)
+    return _Target("model", data, num_classes, size, model=target)
 
 
 @app.command("eval")
@@ -121,7 +124,6 @@ def eval_command(
     """
     import torch
 
-    from prunekit.data import load_data
     from prunekit.progress import progress_bar
     from prunekit.robustness.evaluation import EvalOptions, evaluate_models, plot_accuracy
     from prunekit.robustness.spec import parse_corruptions, parse_severities
@@ -151,7 +153,10 @@ def eval_command(
     options.validate()  # before any model or data is loaded
     tgt = _resolve(model_or_run, weights, data, num_classes, input_size)
     spec = tgt.data
-    bundle = load_data(spec, input_size=tgt.input_size, num_classes=tgt.num_classes)
+    from prunekit.tasks import resolve_task
+
+    task = resolve_task(tgt.task, tgt.model)
+    bundle = task.load_data(spec, tgt.input_size, tgt.num_classes)
     options.input_size = bundle.input_size
     if tgt.kind == "run" and bundle.num_classes != tgt.num_classes:
         raise PrunekitError(
@@ -159,11 +164,19 @@ def eval_command(
         )
     models = tgt.models
     if tgt.kind == "model":
-        from prunekit.models import build_model, load_weights
+        from prunekit.models import load_weights
 
-        net = build_model(model_or_run, tgt.num_classes or bundle.num_classes)
+        net = task.build_model(model_or_run, tgt.num_classes or bundle.num_classes)
         load_weights(net, weights)  # type: ignore[arg-type]
         models = {model_or_run: net.eval()}
+    own = task.robustness(models, bundle, options)  # a detector's mAP, mPC and rPC
+    if own is not None:
+        own.update(model_or_run=model_or_run, data=spec, device=dev)
+        if json_out:
+            emit_json(own)
+        else:
+            console.print(_map_table(own))
+        return
     loader = bundle.loader("val", batch_size, seed=seed, shuffle=False)
     n_images = min(len(bundle.val_set), limit or len(bundle.val_set))
     cells = len(options.corruptions) * len(options.severities)
@@ -243,6 +256,26 @@ def _table(result: dict[str, Any]) -> Table:
             f"certified (N={c0['n_samples']}, eps={c0['epsilon']})",
             [models[n]["certify"]["certified_accuracy"] for n in names],
         )
+    return table
+
+
+def _map_table(result: dict[str, Any]) -> Table:
+    """Detection: clean mAP, mAP per corruption (mean over severities), mPC and rPC per model."""
+    models = result["models"]
+    names = list(models)
+    sevs = ",".join(str(s) for s in result["severities"])
+    table = Table(title=f"Robust mAP@[.5:.95] (%) on {result['data']} — severities {sevs}, {result['n_images']} images")
+    table.add_column("corruption")
+    for n in names:
+        table.add_column(n, justify="right")
+    table.add_row("clean mAP", *[_pct(models[n]["map"]) for n in names])
+    table.add_row("clean mAP@.5", *[_pct(models[n]["map_50"]) for n in names], end_section=True)
+    for c in result["corruptions"]:
+        table.add_row(c.replace("_", " "), *[_pct(models[n]["per_corruption"][c]) for n in names])
+    table.add_section()
+    table.add_row("mPC (mean over corruptions x severities)", *[_pct(models[n]["mpc"]) for n in names])
+    table.add_row("rPC = mPC / clean mAP", *["-" if models[n]["rpc"] is None else f"{models[n]['rpc']:.3f}"
+                                             for n in names])
     return table
 
 

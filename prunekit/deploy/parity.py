@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,16 +35,17 @@ class Parity:
     top1_agreement: float
     near_ties: int  # disagreements where PyTorch's top-2 margin is within the tolerance
     passed: bool
+    details: dict[str, Any] = field(default_factory=dict)  # a task's own comparison (detection: boxes, scores)
 
 
 def parity_images(run: LoadedRun, n: int = PARITY_IMAGES) -> tuple[torch.Tensor, str]:
     """The first `n` validation images of the run's data (fixed order), or random images if absent."""
-    from prunekit.data import load_data
+    from prunekit.tasks import resolve_task
 
     s = run.settings
     size = int(s["input_size"])
     try:
-        data = load_data(str(s["data"]), size, int(s["num_classes"]))
+        data = resolve_task(s.get("task"), str(s["model"])).load_data(str(s["data"]), size, int(s["num_classes"]))
         xs = []
         for x, _ in data.loader("val", batch_size=min(n, 256), shuffle=False):
             xs.append(x)

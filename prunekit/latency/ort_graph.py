@@ -7,10 +7,14 @@ that is not a multiple of 4). Which nodes exist therefore depends on the pruned 
 
 So the constant is not one number: `graph_constant` exports the model, lets ONNX Runtime
 optimise it (nothing is run), and prices every node that is not a table layer (pools,
-element-wise ops, reorders, concat, ...) with a per-op cost `a + b * Melements` fitted from
+element-wise ops, reorders, concat, ...) with a per-op cost `a + b * size` fitted from
 ONNX Runtime profiler samples (`calibrate_constant`), plus the executor's per-run and
-per-node overhead. Used by the onnxruntime runtime (`prunekit.runtimes.onnxruntime`), which is
-how the predictor and `profile` reach it.
+per-node overhead. A node's size is its larger tensor in millions of elements, except for a
+MatMul of two activations (attention's Q K^T and A V: no weight, so no table layer): there it
+is its multiply-accumulates in millions (batch x heads x M x K x N), which grows with the
+heads a pruned block keeps. Softmax, LayerNorm and GELU are element-wise in this sense (heads x
+tokens^2, tokens x width, tokens x MLP width). Used by the onnxruntime runtime
+(`prunekit.runtimes.onnxruntime`), which is how the predictor and `profile` reach it.
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ import onnx
 from onnx import numpy_helper
 from torch import nn
 
+from prunekit import structures
 from prunekit.deploy.onnx import to_onnx
+from prunekit.errors import PrunekitError
+from prunekit.latency.layers import parse_signature
 from prunekit.latency.measure import time_one
+from prunekit.latency.ort_layers import GMACS_PER_S, cell_macs
 from prunekit.latency.schema import OpCost, Profile
 from prunekit.runtimes.ort_session import ort_session, profile_onnx_nodes, session_timer
 
-TABLE_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
+TABLE_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm"}
+MATMUL_OPS = {"MatMul", "FusedMatMul"}  # table layers when B is a weight, else priced by MACs (attention)
 MAX_SAMPLES = 160
 
 
@@ -58,8 +67,28 @@ def op_key(node: onnx.NodeProto) -> str:
     return key
 
 
-def is_table_node(node: onnx.NodeProto) -> bool:
+def is_table_node(node: onnx.NodeProto, weights: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Whether the layer table prices `node`: a conv, a Gemm, or a MatMul by a weight (`weights`:
+    the graph's initializer names). A MatMul of two activations is not a layer: attention."""
+    if node.op_type in MATMUL_OPS:
+        return len(node.input) > 1 and node.input[1] in weights
     return node.op_type in TABLE_OPS
+
+
+def weight_names(model: onnx.ModelProto) -> set[str]:
+    """Names of the graph's initializers (what a table layer's weight is)."""
+    return {t.name for t in model.graph.initializer}
+
+
+def node_size(node: onnx.NodeProto, inputs: list[list[int]], output: list[int] | None) -> float:
+    """The size an op cost scales with: MACs (millions) for a MatMul of two activations, else the
+    larger of the first input and the output in millions of elements."""
+    a = inputs[0] if inputs else None
+    if node.op_type in MATMUL_OPS and a and output:
+        k = a[-2] if (_attrs(node).get("transA", 0) and len(a) > 1) else a[-1]
+        return float(np.prod(output)) * k / 1e6
+    el = max(int(np.prod(a)) if a else 0, int(np.prod(output)) if output else 0)
+    return el / 1e6
 
 
 def optimized_model(onnx_bytes: bytes, threads: int) -> onnx.ModelProto:
@@ -125,14 +154,41 @@ def propagate_shapes(
             if not n.input or ins[0] is None:
                 rest.append(n)
                 continue
-            out = _node_out(n, [s for s in ins if s is not None], consts, block)
-            for o in n.output:
+            outs = _node_outs(n, ins, consts, block)
+            for o, shape in zip(n.output, outs, strict=False):
                 if o:
-                    shapes[o] = out
+                    shapes[o] = shape
         if len(rest) == len(pending):
             break
         pending = rest
     return shapes
+
+
+def _const(n: onnx.NodeProto, i: int, consts: dict[str, np.ndarray]) -> list[int] | None:
+    """Input `i` of `n` as a list of ints when it is a constant (axes, split sizes, starts)."""
+    if len(n.input) > i and n.input[i] in consts:
+        return [int(v) for v in consts[n.input[i]].reshape(-1)]
+    return None
+
+
+def _node_outs(
+    n: onnx.NodeProto, ins: list[list[int] | None], consts: dict[str, np.ndarray], block: int
+) -> list[list[int]]:
+    """Shapes of every output of `n` (multi-output ops: Split; else the one output's shape)."""
+    op, at, x = n.op_type, _attrs(n), ins[0] or []
+    outs = [o for o in n.output]
+    try:
+        if op == "Split" and x:
+            ax = at.get("axis", 0)
+            ax = ax + len(x) if ax < 0 else ax
+            sizes = _const(n, 1, consts) or at.get("split")
+            if not sizes:
+                k = len(outs)
+                sizes = [-(-x[ax] // k)] * (k - 1) + [x[ax] - (k - 1) * -(-x[ax] // k)]
+            return [x[:ax] + [int(v)] + x[ax + 1:] for v in sizes]
+    except (IndexError, TypeError, ValueError):
+        pass
+    return [_node_out(n, [s for s in ins if s is not None], consts, block)] * max(1, len(outs))
 
 
 def _node_out(
@@ -140,6 +196,47 @@ def _node_out(
 ) -> list[int]:
     op, at, x = n.op_type, _attrs(n), ins[0]
     try:
+        if op in ("Squeeze", "Unsqueeze"):
+            axes = _const(n, 1, consts) or at.get("axes")
+            if op == "Squeeze":
+                if axes is None:
+                    return [d for d in x if d != 1]
+                drop = {a + len(x) if a < 0 else a for a in axes}
+                return [d for i, d in enumerate(x) if i not in drop]
+            if axes is not None:
+                rank = len(x) + len(axes)
+                put = sorted(a + rank if a < 0 else a for a in axes)
+                out, rest = [], iter(x)
+                for i in range(rank):
+                    out.append(1 if i in put else next(rest))
+                return out
+        if op == "Gather":
+            idx = _const(n, 1, consts)
+            ax = at.get("axis", 0)
+            ax = ax + len(x) if ax < 0 else ax
+            if idx is not None:
+                scalar = n.input[1] in consts and consts[n.input[1]].ndim == 0
+                return x[:ax] + ([] if scalar else [len(idx)]) + x[ax + 1:]
+        if op == "Slice":
+            starts, ends = _const(n, 1, consts), _const(n, 2, consts)
+            axes = _const(n, 3, consts) or list(range(len(starts or [])))
+            steps = _const(n, 4, consts) or [1] * len(axes)
+            if starts is not None and ends is not None:
+                out = list(x)
+                for s0, e0, a, st in zip(starts, ends, axes, steps, strict=False):
+                    a = a + len(x) if a < 0 else a
+                    out[a] = len(range(*slice(s0, e0, st).indices(x[a])))
+                return out
+        if op in ("MatMul", "FusedMatMul") and len(ins) > 1:
+            a, b = list(x), list(ins[1])
+            if op == "FusedMatMul":
+                if at.get("transA", 0) and len(a) > 1:
+                    a[-2], a[-1] = a[-1], a[-2]
+                if at.get("transB", 0) and len(b) > 1:
+                    b[-2], b[-1] = b[-1], b[-2]
+            if len(a) >= 2 and len(b) >= 2:
+                return _broadcast([a[:-2], b[:-2]]) + [a[-2], b[-1]]
+            return a[:-1] + [b[-1]]
         if op in ("Conv", "FusedConv") and len(ins) > 1:
             return _conv_out(x, ins[1], at)
         if op in ("MaxPool", "AveragePool", "LpPool"):
@@ -149,13 +246,16 @@ def _node_out(
         if op == "ReorderInput":
             return [x[0], int(math.ceil(x[1] / block) * block)] + x[2:]
         if op == "ReorderOutput":
-            return [x[0], int(at.get("channels", x[1]))] + x[2:]
+            c = int(at.get("channels", x[1]))
+            return [x[0], *x[2:], c] if at.get("channels_last", 0) else [x[0], c, *x[2:]]
+        if op == "Pad":
+            pads = _const(n, 1, consts) or at.get("pads")
+            if pads and len(pads) == 2 * len(x):
+                return [d + pads[i] + pads[i + len(x)] for i, d in enumerate(x)]
         if op in ("Gemm", "FusedGemm"):
             m = x[1] if at.get("transA", 0) else x[0]
             nn_ = ins[1][0] if at.get("transB", 0) else ins[1][1]
             return [m, nn_]
-        if op in ("MatMul", "FusedMatMul"):
-            return x[:-1] + [ins[1][-1]]
         if op == "Flatten":
             ax = at.get("axis", 1)
             return [int(np.prod(x[:ax])), int(np.prod(x[ax:]))]
@@ -185,16 +285,16 @@ def _node_out(
 def node_features(
     model: onnx.ModelProto, input_shape: tuple[int, ...], block: int
 ) -> list[tuple[str, str, float]]:
-    """(node name, op key, Melements) for every non-table node of an optimized graph."""
+    """(node name, op key, size) for every non-table node of an optimized graph (`node_size`)."""
     shapes = propagate_shapes(model, input_shape, block)
+    weights = weight_names(model)
     out = []
     for n in model.graph.node:
-        if is_table_node(n):
+        if is_table_node(n, weights):
             continue
-        a = shapes.get(n.input[0]) if n.input and n.input[0] else None
+        ins = [shapes.get(i) or [] for i in n.input if i][:2]
         b = shapes.get(n.output[0]) if n.output else None
-        el = max(int(np.prod(a)) if a else 0, int(np.prod(b)) if b else 0)
-        out.append((n.name, op_key(n), el / 1e6))
+        out.append((n.name, op_key(n), node_size(n, ins, b)))
     return out
 
 
@@ -210,32 +310,62 @@ class GraphConstant:
 
 def _generic_cost(profile: Profile) -> OpCost:
     """A fallback for op kinds never calibrated: the median-cost calibrated element-wise op."""
-    cands = [c for k, c in profile.constant.ops.items() if "Pool" not in k and "Reorder" not in k]
+    cands = [
+        c for k, c in profile.constant.ops.items()
+        if "Pool" not in k and "Reorder" not in k and k.split(":")[-1] not in MATMUL_OPS
+    ]
     if not cands:
         return OpCost(a_ms=0.002, b_ms_per_melem=0.5, samples=0)
     cands.sort(key=lambda c: c.b_ms_per_melem)
     return cands[len(cands) // 2]
 
 
+def _matmul_cost(profile: Profile) -> OpCost:
+    """A fallback for an uncalibrated MatMul of two activations (ms per million MACs): a calibrated
+    one, else the median ms / MMAC of the largest measured cell of each Linear signature (else of
+    each conv signature) of the table."""
+    for k, c in profile.constant.ops.items():
+        if k.split(":")[-1] in MATMUL_OPS and c.samples:
+            return c
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for sig, entry in profile.table.items():
+        if entry.cout is None or sig.startswith(("dwconv", "gconv")):
+            continue
+        cells = entry.cells()
+        (cin, cout), ms = max(cells.items(), key=lambda kv: kv[0][0] * kv[0][1])
+        try:
+            info = parse_signature(sig)
+        except PrunekitError:
+            continue
+        macs = cell_macs(info, cin, cout, profile.batch_size)
+        if macs > 0 and ms > 0:
+            rates[sig.startswith("linear")].append(ms / (macs / 1e6))
+    found = rates[True] or rates[False]
+    rate = float(np.median(found)) if found else 1.0 / GMACS_PER_S
+    return OpCost(a_ms=0.0, b_ms_per_melem=round(rate, 6), samples=0)
+
+
 def graph_constant(
     model: nn.Module | bytes, profile: Profile, input_shape: tuple[int, int, int, int]
 ) -> GraphConstant:
     """Price everything in the model's ONNX Runtime graph that the layer table does not cover."""
-    data = model if isinstance(model, bytes) else to_onnx(model, input_shape).data
+    data = model if isinstance(model, bytes) else to_onnx(as_pruned(model), input_shape).data
     opt = optimized_model(data, profile.threads or 1)
     feats = node_features(opt, input_shape, profile.pad)
     c = profile.constant
     by_op: dict[str, float] = {}
     unpriced: list[str] = []
-    generic = None
-    for _, key, melems in feats:
+    fallback: dict[bool, OpCost] = {}
+    for _, key, size in feats:
         cost = c.ops.get(key)
         if cost is None:
-            generic = generic or _generic_cost(profile)
-            cost = generic
+            is_mm = key.split(":")[-1] in MATMUL_OPS
+            if is_mm not in fallback:
+                fallback[is_mm] = _matmul_cost(profile) if is_mm else _generic_cost(profile)
+            cost = fallback[is_mm]
             if key not in unpriced:
                 unpriced.append(key)
-        by_op[key] = by_op.get(key, 0.0) + cost.a_ms + cost.b_ms_per_melem * melems
+        by_op[key] = by_op.get(key, 0.0) + cost.a_ms + cost.b_ms_per_melem * size
     n_nodes = len(opt.graph.node)
     overhead = c.fixed_ms + c.per_node_ms * n_nodes
     by_op["overhead"] = max(
@@ -280,11 +410,62 @@ def _add_samples(store: dict[str, list[list[float]]], key: str, new: list[list[f
     store[key] = [[round(a, 5), round(b, 6)] for a, b in cur]
 
 
+def as_pruned(model: nn.Module) -> nn.Module:
+    """`model` as prunekit prunes it: a copy with its attention blocks converted to separate
+    q/k/v Linears (`structures.prepare`, the same function), or `model` itself when there are none.
+    The layer table enumerates the converted form, so the priced graph must be the same one."""
+    if not structures.needs_prepare(model):
+        return model
+    import copy
+
+    converted = copy.deepcopy(model)
+    structures.prepare(converted)
+    return converted
+
+
+def transformer_variants(model: nn.Module, input_shape: tuple[int, int, int, int]) -> list[nn.Module]:
+    """Copies of a model with attention blocks, pruned as prunekit prunes them: fewer heads per block
+    and narrower MLPs (uneven over the blocks), so the samples span the attention sizes a pruned
+    model has. Empty when the model has no attention blocks or does not prune."""
+    import copy
+
+    import torch
+
+    probe = as_pruned(model)
+    if probe is model and not structures.attention_blocks(model):
+        return []
+    from prunekit.pruning import PruningGraph, kept_width
+
+    out = []
+    for k, (heads_keep, mlp_keep) in enumerate(((0.67, 0.6), (0.34, 0.3))):
+        try:
+            m = copy.deepcopy(probe).eval()
+            graph = PruningGraph(m, torch.zeros(input_shape), "calibration")
+            keep = {}
+            for i, g in enumerate(graph.groups):
+                heads = g.step > 1
+                single = len(g.out_layers) == 1
+                if not heads and not single:  # the embedding width: kept (its LayerNorms stay dense)
+                    continue
+                frac = (heads_keep if heads else mlp_keep) * (0.75 + 0.25 * ((i + k) % 3))
+                n = kept_width(g.width, min(1.0, frac), round_to=8, step=g.step)
+                keep[g.name] = torch.arange(n)
+            graph.prune(keep)
+            out.append(m)
+        except Exception:  # calibration falls back to the dense graph's samples
+            break
+    return out
+
+
 def calibration_variants(model: nn.Module, input_shape: tuple[int, int, int, int]) -> list[nn.Module]:
-    """The dense model and unevenly pruned copies (odd widths: reorders, slow-path kernels)."""
+    """The dense model and unevenly pruned copies (odd widths: reorders, slow-path kernels; for a
+    transformer, fewer heads and narrower MLPs)."""
     import copy
 
     variants = [model]
+    pruned = transformer_variants(model, input_shape)
+    if pruned:
+        return [as_pruned(model), *pruned]
     try:
         import torch
         import torch_pruning as tp
@@ -294,7 +475,8 @@ def calibration_variants(model: nn.Module, input_shape: tuple[int, int, int, int
         try:
             m = copy.deepcopy(model).eval()
             x = torch.zeros(input_shape)
-            head = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1:]
+            declared = getattr(m, "output_layers", None)  # a detector names its box / class layers
+            head = list(declared()) if callable(declared) else [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1:]
             layer_ratio = {}
             convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
             for i, mod in enumerate(convs):
@@ -330,17 +512,17 @@ def calibrate_constant(
         nodes, opt_bytes = profile_onnx_nodes(data, threads, input_shape, warmup=3, repeats=repeats)
         opt = onnx.load_from_string(opt_bytes)
         by_name = {n.name: n for n in opt.graph.node}
+        weights = weight_names(opt)
         new: dict[str, list[list[float]]] = {}
         kernel_sum = 0.0
         for rec in nodes:
             kernel_sum += rec["ms"]
             node = by_name.get(rec["name"])
-            if node is None or is_table_node(node):
+            if node is None or is_table_node(node, weights):
                 continue
-            a = rec["inputs"][0] if rec["inputs"] else []
-            b = rec["outputs"][0] if rec["outputs"] else []
-            el = max(int(np.prod(a)) if a else 0, int(np.prod(b)) if b else 0) / 1e6
-            new.setdefault(op_key(node), []).append([el, rec["ms"]])
+            size = node_size(node, [list(v) for v in rec["inputs"][:2]],
+                             list(rec["outputs"][0]) if rec["outputs"] else None)
+            new.setdefault(op_key(node), []).append([size, rec["ms"]])
         for key, samples in new.items():
             _add_samples(c.samples, key, samples)
         # the same statistic as the kernel times (fastest runs), so the difference is the executor's

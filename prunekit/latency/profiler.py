@@ -221,10 +221,11 @@ def profile_model(
     precision = rt.check_precision(precision or rt.default_precision)
     hw = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
     if isinstance(model_name_or_module, str):
-        from prunekit.models import build_model
+        from prunekit.tasks import resolve_task
 
         label = model_label or model_name_or_module
-        model = build_model(model_name_or_module, num_classes).eval()  # untrained: latency ignores weights
+        # untrained: latency ignores weights; a detector's name builds its network (prunekit.tasks)
+        model = resolve_task(None, model_name_or_module).build_model(model_name_or_module, num_classes).eval()
     else:
         label = model_label or type(model_name_or_module).__name__
         model = model_name_or_module.eval()

@@ -19,6 +19,8 @@ def importance_scores(ctx: Any, graph: PruningGraph, kind: str, seed_offset: int
     The model ends on the CPU, where the pruning graph works."""
     s = ctx.settings
     importance = get_importance(kind)
+    if getattr(ctx.data, "objective", None) is not None and hasattr(importance, "objective"):
+        importance.objective = ctx.data.objective  # the data's own loss (a detector's)
     batches = ctx.data.loader("train", s.batch_size, seed=s.seed + seed_offset) if importance.needs_data else None
     graph.model.to(ctx.device)
     try:

@@ -82,12 +82,15 @@ def select(
 
         target = float(goal.target_ms if point is None else point)  # type: ignore[arg-type]
 
+        final = point is None or abs(target - float(goal.target_ms)) <= 1e-9 * max(1.0, target)  # type: ignore[arg-type]
+
         def select_at(t: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            sel = select_for_latency(graph, scores, goal.profile, goal.input_shape, t, round_to=goal.round_to)
+            # A schedule's waypoints are chosen on the cheap predictor; the goal itself is checked exactly.
+            sel = select_for_latency(graph, scores, goal.profile, goal.input_shape, t, round_to=goal.round_to,
+                                     max_exact=4 if final else 0)
             return sel.keep, {"target_ms": round(t, 5), "predicted_ms": round(sel.predicted_ms, 5),
                               "exact_predictions": sel.exact_predictions}
 
-        final = point is None or abs(target - float(goal.target_ms)) <= 1e-9 * max(1.0, target)  # type: ignore[arg-type]
         if goal.measure is None or not final:
             return select_at(target)
         # Measured in the loop: the last selection is timed, and corrected until it measures right.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from prunekit import structures
 from prunekit.errors import PrunekitError
 from prunekit.latency.layers import OP_DWCONV, LayerSpec, enumerate_layers
 from prunekit.latency.predict import LatencyPrediction, predict_latency
@@ -74,6 +75,7 @@ class LatencyCostModel:
         self.graph, self.profile, self.input_shape = graph, profile, input_shape
         self.layers: list[LayerSpec] = enumerate_layers(graph.model, input_shape)
         self.width0 = graph.widths()
+        self._lookups: dict[tuple[str, int, int], float] = {}
         self.cin_groups: dict[str, list[str]] = {}
         self.cout_groups: dict[str, list[str]] = {}
         for g in graph.groups:
@@ -81,6 +83,36 @@ class LatencyCostModel:
                 self.cout_groups.setdefault(name, []).append(g.name)
             for name in g.in_layers:
                 self.cin_groups.setdefault(name, []).append(g.name)
+        self.attention_rate = self._attention_rates()
+
+    def _attention_rates(self) -> dict[str, float]:
+        """ms per kept q channel of every head group's attention (Q K^T, A V, softmax), from the
+        profile's op costs: no weight, so no table layer, but it shrinks with the heads kept.
+
+        Per q channel a block does 2 x rows x window MACs (rows: query positions of a sample x
+        batch; window: the keys each query sees, all tokens for ViT, a window for Swin) and
+        rows x window / head_dim softmax elements. No op costs in the profile: no term."""
+        ops = getattr(self.profile.constant, "ops", {}) or {}
+        mm = [ops[k].b_ms_per_melem for k in (":MatMul", "ms:FusedMatMul") if k in ops]
+        sm = ops[":Softmax"].b_ms_per_melem if ":Softmax" in ops else 0.0
+        if not mm:
+            return {}
+        mm_rate = sum(mm) / len(mm)
+        rows = {spec.name: spec.rows * self.input_shape[0] for spec in self.layers}
+        rates: dict[str, float] = {}
+        for name, attn in structures.attention_blocks(self.graph.model).items():
+            q = f"{name}.q"
+            if q not in rows:
+                continue
+            window = math.prod(attn.window_size) if hasattr(attn, "window_size") else rows[q] // self.input_shape[0]
+            per_channel = (2 * rows[q] * window * mm_rate + rows[q] * window / attn.head_dim * sm) / 1e6
+            for g in self.cout_groups.get(q, []):
+                rates[g] = rates.get(g, 0.0) + per_channel
+        return rates
+
+    def attention_ms(self, widths: dict[str, int]) -> float:
+        """The head groups' attention cost at `widths` (linear in the kept q channels)."""
+        return sum(rate * widths[g] for g, rate in self.attention_rate.items())
 
     def _groups_of(self, spec: LayerSpec) -> tuple[list[str], list[str]]:
         base = spec.name.split("#")[0]
@@ -96,7 +128,11 @@ class LatencyCostModel:
 
     def layer_ms(self, spec: LayerSpec, widths: dict[str, int]) -> float:
         cin, cout = self._channels(spec, widths)
-        return self.profile.layer_latency(spec.signature, cin, cout)
+        key = (spec.signature, cin, cout)
+        ms = self._lookups.get(key)
+        if ms is None:  # the table interpolation is the hot loop of options() and the cheap predictor
+            ms = self._lookups[key] = self.profile.layer_latency(spec.signature, cin, cout)
+        return ms
 
     def table_ms(self, widths: dict[str, int]) -> float:
         """Sum of the table latencies of all layers at `widths` (exactly the predictor's layer sum)."""
@@ -142,6 +178,7 @@ class LatencyCostModel:
                 trial = dict(self.width0)
                 trial[g.name] = k
                 cost = sum(self.layer_ms(spec, trial) for spec, _ in layers) - shared
+                cost += self.attention_rate.get(g.name, 0.0) * k
                 opts.append((cost, float(prefix[k - 1])))
             # A full marginal cost can be negative (the shared part exceeds a small width's cost);
             # the knapsack needs costs >= 0, so each group's cheapest option becomes 0 and the
@@ -173,7 +210,9 @@ def _profile_cache(profile: Profile) -> dict[tuple[object, ...], LatencyPredicti
 
 
 def _cache_key(graph: PruningGraph, input_shape: tuple[int, ...], widths: dict[str, int]) -> tuple[object, ...]:
-    return (graph.model_name, type(graph.model).__name__, tuple(input_shape), tuple(sorted(widths.items())))
+    # The classifier is in no group: its shape (number of classes) is part of the architecture.
+    frame = tuple(tuple(p.shape) for m in graph.ignored for p in m.parameters(recurse=False))
+    return (graph.model_name, type(graph.model).__name__, tuple(input_shape), frame, tuple(sorted(widths.items())))
 
 
 def predict_current(graph: PruningGraph, profile: Profile, input_shape: tuple[int, int, int, int]) -> LatencyPrediction:
@@ -202,22 +241,51 @@ def predict_for_keep(
 
 
 class _CheapPredictor:
-    """Table sum (exact) + constant interpolated in activation volume between two exact points."""
+    """Table sum (exact) + the non-table constant, piecewise linear in activation volume through
+    the exact predictions known for this model (at least two: e.g. current and minimum widths)."""
 
     def __init__(self, cost_model: LatencyCostModel, exact: list[tuple[dict[str, int], float]]) -> None:
         self.cost_model = cost_model
-        self.points = [(cost_model.activation_elems(w), total - cost_model.table_ms(w)) for w, total in exact]
+        points: dict[float, float] = {}
+        for w, total in exact:
+            points[round(cost_model.activation_elems(w), 3)] = total - self.priced(w)
+        self.points = sorted(points.items())
         self.offset = 0.0
 
     def constant(self, widths: dict[str, int]) -> float:
-        (a0, c0), (a1, c1) = self.points[0], self.points[-1]
+        pts = self.points
+        if len(pts) == 1:
+            return pts[0][1]
         a = self.cost_model.activation_elems(widths)
-        if abs(a0 - a1) < 1e-9:
-            return c0
+        i = 1
+        while i < len(pts) - 1 and pts[i][0] < a:
+            i += 1
+        (a0, c0), (a1, c1) = pts[i - 1], pts[i]
         return c0 + (c1 - c0) * (a - a0) / (a1 - a0)
 
+    def priced(self, widths: dict[str, int]) -> float:
+        """What the knapsack's options price: table layers and the head groups' attention."""
+        return self.cost_model.table_ms(widths) + self.cost_model.attention_ms(widths)
+
     def __call__(self, widths: dict[str, int]) -> float:
-        return self.cost_model.table_ms(widths) + self.constant(widths) + self.offset
+        return self.priced(widths) + self.constant(widths) + self.offset
+
+
+def known_predictions(
+    graph: PruningGraph, profile: Profile, input_shape: tuple[int, ...]
+) -> list[tuple[dict[str, int], float]]:
+    """Exact predictions already made for this model and input shape, at widths of the current
+    graph's groups (a group of the current graph missing from an entry skips the entry)."""
+    prefix = _cache_key(graph, input_shape, {})[:4]
+    names = set(graph.widths())
+    out = []
+    for key, pred in _profile_cache(profile).items():
+        if key[:4] != prefix:
+            continue
+        widths = dict(key[4])  # type: ignore[arg-type]
+        if names <= set(widths):
+            out.append(({n: widths[n] for n in names}, pred.total_ms))
+    return out
 
 
 def select_for_latency(
@@ -237,23 +305,34 @@ def select_for_latency(
 
     The knapsack budget is searched against the cheap predictor until its prediction is within
     `fill_tolerance` (relative) under the target; the choice is then checked exactly, at most
-    `max_exact` times (each mismatch corrects the cheap predictor's offset).
+    `max_exact` times (each mismatch corrects the cheap predictor's offset). With `max_exact=0`
+    (a schedule's intermediate steps) nothing is exported when two exact predictions of this
+    model are already known: the choice and its latency come from the cheap predictor.
     """
-    current = predict_current(graph, profile, input_shape)
-    if current.total_ms <= target_ms:
-        keep = {g: torch.arange(w) for g, w in graph.widths().items()}
-        return LatencySelection(keep, current.total_ms, target_ms, 0)
+    known = known_predictions(graph, profile, input_shape)
+    cheap_only = max_exact == 0 and len(known) >= 2
     cost_model = LatencyCostModel(graph, profile, input_shape)
+    if cheap_only:
+        cheap = _CheapPredictor(cost_model, known)
+        current_ms = cheap(graph.widths())
+    else:
+        current_ms = predict_current(graph, profile, input_shape).total_ms
+    if current_ms <= target_ms:
+        keep = {g: torch.arange(w) for g, w in graph.widths().items()}
+        return LatencySelection(keep, current_ms, target_ms, 0)
     names, cands, options, fixed_layers = cost_model.options(scores, round_to, min_fraction)
     min_widths = {n: c[0] for n, c in zip(names, cands, strict=True)}
-    min_ms = predict_for_keep(graph, widths_to_keep(scores, min_widths), profile, input_shape)
+    min_ms = cheap(min_widths) if cheap_only else math.inf
+    if min_ms > target_ms * (1.0 - fill_tolerance):  # exact when it decides reachability
+        min_ms = predict_for_keep(graph, widths_to_keep(scores, min_widths), profile, input_shape)
     if min_ms > target_ms:
         raise PrunekitError(
             f"latency goal {target_ms:.3f} ms is below what {graph.model_name} reaches on {profile.name} "
             f"even at the minimum width of every group ({min_ms:.3f} ms predicted)",
-            f"ask for at least {min_ms:.3f} ms (a budget of {min_ms / current.total_ms:.2f} of dense)",
+            f"ask for at least {min_ms:.3f} ms (a budget of {min_ms / current_ms:.2f} of dense)",
         )
-    cheap = _CheapPredictor(cost_model, [(graph.widths(), current.total_ms), (min_widths, min_ms)])
+    if not cheap_only:
+        cheap = _CheapPredictor(cost_model, known_predictions(graph, profile, input_shape))
     min_cost = sum(min(c for c, _ in opts) for opts in options)
     max_cost = sum(max(c for c, _ in opts) for opts in options)
     best: LatencySelection | None = None
@@ -262,8 +341,13 @@ def select_for_latency(
     # First guess: the knapsack budget = goal minus everything the knapsack does not price, with
     # the constant taken at the current widths.
     budget = target_ms - cheap.constant(graph.widths()) - fixed_layers
+    if cheap_only:
+        widths, _, budget, iterations = _search_budget(
+            options, names, cands, cheap, target_ms, budget, min_cost, max_cost, resolution, fill_tolerance,
+            max_iterations, trace)
+        return LatencySelection(widths_to_keep(scores, widths), cheap(widths), target_ms, iterations, 0, trace)
     tried: set[tuple[int, ...]] = set()
-    while exact_calls < max_exact:
+    while exact_calls < max(1, max_exact):
         widths, choice_key, budget, solves = _search_budget(
             options, names, cands, cheap, target_ms, budget, min_cost, max_cost, resolution, fill_tolerance,
             max_iterations, trace)

@@ -52,7 +52,8 @@ METHOD_OF = {
                                "--csam-mu", "--pgd-eps", "--csam-tau"]), value=weird_number)
 def test_numeric_options(cli, tmp_path_factory, option, value):
     out = tmp_path_factory.mktemp("fuzz") / "run"
-    extra = ["--target", "cpu-ort"] if option in ("--latency-budget", "--latency-ms") else []
+    # a goal, so that no case runs the main job (a latency budget on `local`, profiled on first use)
+    extra = ["--target", "cpu-ort"] if option in ("--latency-budget", "--latency-ms") else ["--prune-ratio", "0.5"]
     # a method's option goes with its method (elsewhere it is refused before validation)
     extra += METHOD_OF.get(option, [])
     result = cli(["compress", "--data", "synthetic:16", "--input-size", "16", "--pretrain-epochs", "0",
@@ -81,7 +82,8 @@ def _cwd(path):
 
 
 def _text_option_case(cli, out, option, value):
-    args = ["compress", "--data", "synthetic:16", "--input-size", "16", "--pretrain-epochs", "0", "--epochs", "0"]
+    args = ["compress", "--data", "synthetic:16", "--input-size", "16", "--pretrain-epochs", "0", "--epochs", "0",
+            "--prune-ratio", "0.5"]
     if option != "--out":
         args += ["--out", str(out)]
     if option == "--out" and not value.strip():
@@ -159,7 +161,7 @@ def test_truncated_and_corrupted_weights(tmp_path_factory, cut, flip):
 
 def test_unwritable_output_folder(cli, tmp_path):
     result = cli(["compress", "--data", "synthetic:16", "--input-size", "16", "--pretrain-epochs", "0",
-                  "--epochs", "0", "--out", "/proc/prunekit-run"])
+                  "--epochs", "0", "--prune-ratio", "0.5", "--out", "/proc/prunekit-run"])
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
 
 
@@ -171,7 +173,7 @@ def test_disk_full_keeps_previous_artifacts(cli, tmp_path, monkeypatch):
 
     out = tmp_path / "run"
     args = ["compress", "--data", "synthetic:32", "--input-size", "16", "--pretrain-epochs", "1", "--epochs", "1",
-            "--out", str(out), "--json"]
+            "--prune-ratio", "0.5", "--out", str(out), "--json"]
     real_finetune = pipeline.stage_finetune
 
     def interrupted(ctx, model):

@@ -15,7 +15,7 @@ import pytest
 
 ARGS = ["compress", "--data", "synthetic:192", "--num-classes", "4", "--input-size", "16", "--batch-size", "16",
         "--pretrain-epochs", "2", "--epochs", "2", "--method", "adasap", "--warmup-epochs", "2",
-        "--prune-steps", "2", "--prune-every", "3", "--seed", "3", "--json"]
+        "--prune-steps", "2", "--prune-every", "3", "--prune-ratio", "0.5", "--seed", "3", "--json"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 

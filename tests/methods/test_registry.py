@@ -117,7 +117,8 @@ def test_toy_plugin_runs_through_the_real_cli(tmp_path):
     assert help_text.returncode == 0, help_text.stderr
     assert "--toy-weight" in help_text.stdout and "Method options: toy" in help_text.stdout
     result = _run_cli(["compress", "--method", "toy", "--toy-weight", "2", "--toy-note", "hello", "--data", "digits",
-                       "--input-size", "16", "--pretrain-epochs", "0", "--epochs", "0", "--out", str(out), "--json"],
+                       "--input-size", "16", "--pretrain-epochs", "0", "--epochs", "0", "--prune-ratio", "0.5", "--out", str(out),
+                       "--json"],
                       tmp_path, "toy_plugin.toy")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)

@@ -64,7 +64,8 @@ def test_eval_model_with_pgd_certify_and_chart(weights, tmp_path):
 def test_eval_run_folder_dense_vs_pruned(tmp_path):
     run = tmp_path / "run"
     made = invoke([
-        "compress", "--input-size", "16", "--pretrain-epochs", "0", "--epochs", "0", "--out", str(run), "--json",
+        "compress", "--input-size", "16", "--pretrain-epochs", "0", "--epochs", "0", "--prune-ratio", "0.5",
+        "--out", str(run), "--json",
     ])  # fmt: skip
     assert made.exit_code == 0, made.output
     result = invoke(

@@ -67,3 +67,63 @@ def test_selection_fills_the_goal_with_few_exact_predictions(setup, budget):
     sel = select_for_latency(graph, scores, profile, SHAPE, budget * dense)
     assert budget * dense * 0.97 <= sel.predicted_ms <= budget * dense
     assert sel.exact_predictions <= 3
+
+
+def test_a_waypoint_is_chosen_without_exporting_once_two_predictions_are_known(setup, monkeypatch):
+    """A schedule's intermediate steps use the cheap predictor anchored on known exact predictions
+    (dense and minimum widths, made by the reachability check): nothing is exported, and the
+    cheap latency of the choice is close to its exact one."""
+    from prunekit.select import latency as sl
+
+    profile, graph, _ = setup
+    dense = sl.predict_current(graph, profile, SHAPE).total_ms
+    sl.check_reachable(graph, profile, SHAPE, 0.3 * dense, 8)
+    scores = graph.importance("magnitude")
+    calls = []
+    real = sl.predict_latency
+    monkeypatch.setattr(sl, "predict_latency", lambda *a, **k: calls.append(1) or real(*a, **k))
+    way = select_for_latency(graph, scores, profile, SHAPE, 0.6 * dense, max_exact=0)
+    assert calls == [] and way.exact_predictions == 0
+    assert way.predicted_ms <= 0.6 * dense
+    exact = sl.predict_for_keep(graph, way.keep, profile, SHAPE)
+    assert calls == [1]
+    assert exact == pytest.approx(way.predicted_ms, rel=0.05)
+
+
+def test_exact_predictions_are_not_shared_between_class_counts(setup):
+    """The classifier is in no group, so its width is part of the cache key (10 vs 1000 classes)."""
+    from prunekit.select import latency as sl
+
+    profile, graph, _ = setup
+    other = PruningGraph(build_model("resnet18", 1000).eval(), torch.zeros(SHAPE), "resnet18")
+    assert sl._cache_key(graph, SHAPE, graph.widths()) != sl._cache_key(other, SHAPE, other.widths())
+    assert sl.predict_current(other, profile, SHAPE).total_ms > sl.predict_current(graph, profile, SHAPE).total_ms
+
+
+def test_head_groups_pay_for_their_attention():
+    """A head group's options include its attention (Q K^T, A V, softmax: no weight, so no table
+    layer), priced from the profile's op costs: by hand, per kept q channel of a 17-token ViT,
+    2 x 17 x 17 MACs at 0.03 ms/M plus 17 x 17 / head_dim softmax elements at 0.6 ms/M."""
+    from torchvision.models import VisionTransformer
+
+    from prunekit.latency.profile import OpCost
+
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64,
+                            num_classes=4).eval()
+    graph = PruningGraph(vit, torch.zeros(SHAPE), "tiny_vit")
+    profile = load_profile("cpu-ort").model_copy(deep=True)
+    profile.constant.ops[":MatMul"] = OpCost(a_ms=0.0, b_ms_per_melem=0.03)
+    profile.constant.ops.pop("ms:FusedMatMul", None)
+    profile.constant.ops[":Softmax"] = OpCost(a_ms=0.0, b_ms_per_melem=0.6)
+    cm = LatencyCostModel(graph, profile, SHAPE)
+    heads = [g.name for g in graph.groups if g.step == 16]
+    assert list(cm.attention_rate) == heads and len(heads) == 1
+    per_channel = (2 * 17 * 17 * 0.03 + 17 * 17 / 16 * 0.6) / 1e6
+    assert cm.attention_rate[heads[0]] == pytest.approx(per_channel, rel=1e-9)
+    full = graph.widths()
+    one_head = {**full, heads[0]: 16}
+    assert cm.attention_ms(one_head) == pytest.approx(cm.attention_ms(full) / 2)
+    without = dict(profile.constant.ops)
+    without.pop(":MatMul")
+    profile.constant.ops = without
+    assert LatencyCostModel(graph, profile, SHAPE).attention_rate == {}

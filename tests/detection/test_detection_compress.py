@@ -1,0 +1,92 @@
+"""`compress --task detection` end to end on the generated set, reload, ONNX export with parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunekit.compress import compress
+from prunekit.runs import load_run
+from prunekit.settings import make_settings
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("det") / "run"
+    s = make_settings(task="detection", data="shapes:8", input_size=64, pretrain_epochs=1, epochs=1, batch_size=8,
+                      prune_ratio=0.5)
+    compress(s, out, quiet=True)
+    return out
+
+
+def test_report_and_identity_reload(det_run: Path) -> None:
+    report = json.loads((det_run / "report.json").read_text())
+    assert report["settings"]["model"] == "ssdlite320_mobilenet_v3_large"
+    assert report["settings"]["data"] == "shapes:8" and report["settings"]["num_classes"] == 4
+    d, p = report["dense"], report["pruned"]
+    for key in ("map", "map_50", "params", "macs", "decode_nms_ms"):
+        assert key in d and key in p
+    assert 0.0 <= p["map"] <= p["map_50"] <= 1.0
+    assert p["params"] < 0.5 * d["params"] and p["macs"] < 0.5 * d["macs"]
+    assert "train_accuracy" not in report["stages"]["finetune"]["epochs"][0]  # no fake accuracy for a detector
+    run = load_run(det_run)
+    from prunekit.models import load_weights
+
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    again = load_run(det_run).pruned
+    load_weights(again, det_run / "pruned.safetensors")
+    with torch.no_grad():
+        assert torch.equal(run.pruned(x), again(x))
+    # the pruned network's mAP is reproduced from the run folder
+    from prunekit.tasks import get_task
+
+    task = get_task("detection")
+    data = task.load_data("shapes:8", 64, None)
+    assert abs(task.evaluate(run.pruned, data, torch.device("cpu"))["map"] - p["map"]) < 1e-6
+
+
+@pytest.mark.slow  # two SSDlite ONNX exports: about a minute on a loaded 2-core CPU
+def test_onnx_export_parity_on_real_images(det_run: Path) -> None:
+    from prunekit.deploy import export
+
+    result = export(det_run, "onnx").to_dict()
+    pruned = result["models"]["pruned"]
+    assert "validation split of shapes:8" in result["parity_inputs"]
+    par = pruned["parity"]
+    assert par["passed"] and par["max_abs_diff"] <= par["tolerance"]
+    assert par["details"]["detections_compared"] > 0 and par["details"]["max_box_diff_px"] < 0.05
+    assert (det_run / "pruned.onnx").is_file()
+
+
+def test_eval_reports_mpc_and_rpc(det_run: Path) -> None:
+    from typer.testing import CliRunner
+
+    from prunekit.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(det_run), "--corruptions", "gaussian_noise", "--severities", "3",
+                                      "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout[result.stdout.index("{"):])
+    for which in ("dense", "pruned"):
+        m = out["models"][which]
+        assert m["mpc"] == m["cells"]["gaussian_noise"]["3"]
+        assert m["rpc"] is None or abs(m["rpc"] - m["mpc"] / m["map"]) < 1e-9
+    report = json.loads((det_run / "report.json").read_text())
+    assert abs(out["models"]["pruned"]["map"] - report["pruned"]["map"]) < 1e-6  # same clean images
+
+
+def test_settings_for_detection() -> None:
+    from prunekit.errors import PrunekitError
+
+    s = make_settings(task="detection")
+    assert (s.model, s.data) == ("ssdlite320_mobilenet_v3_large", "shapes")
+    assert make_settings(model="fcos_resnet50_fpn").data == "shapes"  # task inferred from the name
+    assert make_settings().model == "resnet18"  # classifiers unchanged
+    for method in ("csam", "s2ap"):
+        with pytest.raises(PrunekitError, match="does not run on detectors"):
+            make_settings(task="detection", method=method)
+    with pytest.raises(PrunekitError, match="unknown task"):
+        make_settings(task="segmentation")
