@@ -50,7 +50,7 @@ def test_adasap_schedule_reaches_the_goal(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--method", "halp"], "needs --target"),
+        (["--method", "halp", "--prune-ratio", "0.5"], "needs --target"),
         (["--method", "adasap", "--rho-min", "3", "--rho-max", "2"], "--rho-min"),
         (["--method", "csam", "--csam-mu", "1.5"], "--csam-mu"),
         (["--method", "s2ap", "--pgd-eps", "-0.1"], "--pgd-eps"),
