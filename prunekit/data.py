@@ -115,7 +115,7 @@ def load_data(spec: str, input_size: int | None = None, num_classes: int | None 
     if kind == "digits":
         return _digits(spec, size)
     if kind == "synthetic":
-        n = _int_arg(arg, 256, spec)
+        n = spec_count(arg, 256, spec)
         return _synthetic(spec, size, num_classes or 10, n)
     if kind in ("cifar10", "cifar100"):
         return _cifar(spec, kind, arg, size)
@@ -124,15 +124,16 @@ def load_data(spec: str, input_size: int | None = None, num_classes: int | None 
     raise PrunekitError(f"unknown --data spec '{spec}'", f"use one of: {SPEC_HELP}")
 
 
-def _int_arg(arg: str, default: int, spec: str) -> int:
+def spec_count(arg: str, default: int, spec: str, example: str = "synthetic:256", most: int = 1_000_000) -> int:
+    """The N of a `name:N` data spec (`default` when left out), between 8 and `most`."""
     if not arg:
         return default
     try:
         n = int(arg)
     except ValueError:
-        raise PrunekitError(f"bad --data spec '{spec}': '{arg}' is not a number", "use synthetic:256") from None
-    if not 8 <= n <= 1_000_000:
-        raise PrunekitError(f"bad --data spec '{spec}': size must be between 8 and 1000000")
+        raise PrunekitError(f"bad --data spec '{spec}': '{arg}' is not a number", f"use {example}") from None
+    if not 8 <= n <= most:
+        raise PrunekitError(f"bad --data spec '{spec}': size must be between 8 and {most}")
     return n
 
 
@@ -178,7 +179,8 @@ def _synthetic(spec: str, size: int, num_classes: int, n: int) -> DataBundle:
     )
 
 
-def _existing_dir(arg: str, spec: str, expected: str) -> Path:
+def existing_dir(arg: str, spec: str, expected: str) -> Path:
+    """The directory of a `name:DIR` data spec; one-line errors when it is left out or missing."""
     if not arg:
         raise PrunekitError(f"--data '{spec}' needs a directory", f"use {spec.split(':')[0]}:DIR with {expected}")
     path = Path(arg).expanduser()
@@ -192,7 +194,7 @@ def _cifar(spec: str, kind: str, arg: str, size: int) -> DataBundle:
     from torchvision import transforms as T
 
     folder = "cifar-10-batches-py" if kind == "cifar10" else "cifar-100-python"
-    root = _existing_dir(arg, spec, f"DIR/{folder}/ (the torchvision {kind} layout)")
+    root = existing_dir(arg, spec, f"DIR/{folder}/ (the torchvision {kind} layout)")
     if not (root / folder).is_dir():
         raise PrunekitError(
             f"{root} has no {folder}/ folder",
@@ -212,7 +214,7 @@ def _imagefolder(spec: str, arg: str, size: int) -> DataBundle:
     import torchvision
     from torchvision import transforms as T
 
-    root = _existing_dir(arg, spec, "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg")
+    root = existing_dir(arg, spec, "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg")
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise PrunekitError(

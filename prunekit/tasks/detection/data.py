@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from prunekit.data import DataBundle
+from prunekit.data import DataBundle, existing_dir, spec_count
 from prunekit.errors import PrunekitError
 
 SPEC_HELP = ("shapes[:N] (generated squares / circles / triangles, exact boxes, no download), "
@@ -109,17 +109,17 @@ def load_detection_data(spec: str, size: int | None, objective: Any) -> DataBund
     if not 32 <= size <= 1024:
         raise PrunekitError(f"--input-size must be between 32 and 1024 for detection, got {size}")
     if kind == "shapes":
-        n = _count(arg, spec)
+        n = spec_count(arg, 240, spec, example="shapes:240", most=100_000)
         classes = SHAPE_CLASSES
         train, val = shapes_records(n, seed=0), shapes_records(max(n // 4, 8), seed=1)
     elif kind == "coco":
-        root = _dir(arg, spec, "DIR/annotations/instances_{train,val}*.json and the images")
+        root = existing_dir(arg, spec, "DIR/annotations/instances_{train,val}*.json and the images")
         (train, classes), (val, classes_val) = read_coco(root, "train"), read_coco(root, "val")
         if classes != classes_val:
             raise PrunekitError(f"{root}/annotations: the train and val files list different categories",
                                 "use one categories list in both files")
     elif kind == "voc":
-        root = _dir(arg, spec, "DIR/Annotations/*.xml and DIR/JPEGImages/")
+        root = existing_dir(arg, spec, "DIR/Annotations/*.xml and DIR/JPEGImages/")
         train, val, classes = read_voc(root)
     else:
         raise PrunekitError(f"unknown detection --data spec '{spec}'", f"use one of: {SPEC_HELP}")
@@ -130,27 +130,6 @@ def load_detection_data(spec: str, size: int | None, objective: Any) -> DataBund
 def default_size(spec: str) -> int:
     """Input size of a detection spec: 128 for the generated set, 320 for folders."""
     return SHAPES_SIZE if spec.split(":", 1)[0] == "shapes" else 320
-
-
-def _count(arg: str, spec: str) -> int:
-    if not arg:
-        return 240
-    try:
-        n = int(arg)
-    except ValueError:
-        raise PrunekitError(f"bad --data spec '{spec}': '{arg}' is not a number", "use shapes:240") from None
-    if not 8 <= n <= 100_000:
-        raise PrunekitError(f"bad --data spec '{spec}': size must be between 8 and 100000")
-    return n
-
-
-def _dir(arg: str, spec: str, expected: str) -> Path:
-    if not arg:
-        raise PrunekitError(f"--data '{spec}' needs a directory", f"use {spec.split(':')[0]}:DIR with {expected}")
-    path = Path(arg).expanduser()
-    if not path.is_dir():
-        raise PrunekitError(f"data directory not found: {path}", f"expected {expected}; nothing is downloaded")
-    return path
 
 
 # -- shapes ----------------------------------------------------------------------------------------
