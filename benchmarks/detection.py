@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 warnings.filterwarnings("ignore")
@@ -43,8 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tp_match import match_latency  # noqa: E402
+
 from prunekit.compress import compress  # noqa: E402
-from prunekit.pruning import count_macs_params, find_classifier  # noqa: E402
+from prunekit.pruning import count_macs_params  # noqa: E402
 from prunekit.runs import load_run, save_weights  # noqa: E402
 from prunekit.runtimes import get_runtime  # noqa: E402
 from prunekit.runtimes.base import Execution, ModelRef  # noqa: E402
@@ -72,15 +73,6 @@ class Result:
     mpc: float
     rpc: float | None
     tp_ratio: float | None = None
-
-
-def tp_uniform(dense: nn.Module, example: torch.Tensor, ratio: float) -> nn.Module:
-    """Torch-Pruning r8: the same channel fraction removed everywhere, output convs kept."""
-    model = copy.deepcopy(dense).eval()
-    tp.pruner.MagnitudePruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                              pruning_ratio=ratio, ignored_layers=find_classifier(model, example),
-                              round_to=8).step()
-    return model
 
 
 def scores(model: nn.Module, data, seed: int, limit: int | None) -> tuple[float, float, float, float | None]:
@@ -146,18 +138,9 @@ def run(args: argparse.Namespace) -> list[Result]:
             results.append(Result(args.model, args.data, budget, seed, "halp", h_ratio, h_macs / dmacs,
                                   h_params / dparams, *scores(halp, data, seed, args.limit)))
             # Torch-Pruning r8 at halp's measured latency: bisect the uniform ratio.
-            lo, hi, r = 0.0, 0.95, 1.0 - budget ** 0.5
-            best = None
-            for _ in range(args.bisect_steps):
-                cand = tp_uniform(dense, example, r)
-                m = ort.time_pair(dref, ModelRef(module=copy.deepcopy(cand)), shape, ex).ratio
-                if best is None or abs(m / h_ratio - 1) < abs(best[1] / h_ratio - 1):
-                    best = (r, m, cand)
-                if abs(m / h_ratio - 1) <= MATCH_TOL:
-                    break
-                lo, hi = (r, hi) if m > h_ratio else (lo, r)
-                r = (lo + hi) / 2
-            r, _, tpm = best
+            r, _, tpm = match_latency(dense, example, h_ratio,
+                                      lambda m, d=dref: ort.time_pair(d, ModelRef(module=copy.deepcopy(m)), shape, ex).ratio,
+                                      start=1.0 - budget ** 0.5, steps=args.bisect_steps, tol=MATCH_TOL)
             extra = (args.prune_steps - 1) * args.prune_every
             fit(tpm, data, TrainConfig(epochs=args.epochs + math.ceil(extra / steps_per_epoch), seed=seed,
                                        batch_size=args.batch_size, lr=args.lr),

@@ -27,7 +27,6 @@ Results: <out>/equal_latency.{csv,md}.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import math
 import statistics
@@ -38,7 +37,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 warnings.filterwarnings("ignore")
@@ -46,10 +44,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tp_match import match_latency  # noqa: E402
+
 from prunekit.compress import compress  # noqa: E402
 from prunekit.data import load_data  # noqa: E402
 from prunekit.models import build_model  # noqa: E402
-from prunekit.pruning import count_macs_params, find_classifier  # noqa: E402
+from prunekit.pruning import count_macs_params  # noqa: E402
 from prunekit.robustness.metrics import evaluate_corruptions, torch_predictor  # noqa: E402
 from prunekit.runs import load_run, save_weights  # noqa: E402
 from prunekit.runtimes import get_runtime  # noqa: E402
@@ -73,14 +73,6 @@ class Result:
     clean: float
     corrupted: float
     tp_ratio: float | None = None
-
-
-def tp_uniform(dense: nn.Module, example: torch.Tensor, ratio: float) -> nn.Module:
-    model = copy.deepcopy(dense).eval()
-    tp.pruner.MagnitudePruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                              pruning_ratio=ratio, ignored_layers=find_classifier(model, example),
-                              round_to=8).step()
-    return model
 
 
 def evaluate(model: nn.Module, data, seed: int) -> tuple[float, float]:
@@ -136,18 +128,9 @@ def run(args: argparse.Namespace) -> list[Result]:
                 results.append(Result(name, budget, seed, "halp", h_ratio, h_macs / dmacs, h_params / dparams,
                                       h_clean, h_cor))
                 # Torch-Pruning r8 at halp's measured latency: bisect the uniform ratio.
-                lo, hi, r = 0.0, 0.95, 1.0 - budget ** 0.5
-                best = None
-                for _ in range(8):
-                    cand = tp_uniform(dense, example, r)
-                    m = ort.time_pair(dref, ModelRef(module=cand), shape, ex).ratio
-                    if best is None or abs(m / h_ratio - 1) < abs(best[1] / h_ratio - 1):
-                        best = (r, m, cand)
-                    if abs(m / h_ratio - 1) <= MATCH_TOL:
-                        break
-                    lo, hi = (r, hi) if m > h_ratio else (lo, r)
-                    r = (lo + hi) / 2
-                r, _, tpm = best
+                r, _, tpm = match_latency(dense, example, h_ratio,
+                                          lambda m, d=dref: ort.time_pair(d, ModelRef(module=m), shape, ex).ratio,
+                                          start=1.0 - budget ** 0.5, steps=8, tol=MATCH_TOL)
                 extra = 3 * 30  # halp's between-step iterations (prune_steps - 1) x prune_every
                 ft_epochs = args.epochs + math.ceil(extra / steps_per_epoch)
                 fit(tpm, data, TrainConfig(epochs=ft_epochs, seed=seed, batch_size=args.batch_size),

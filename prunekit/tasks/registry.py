@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -11,7 +12,7 @@ from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
 
 
-class Task:
+class Task(ABC):
     """One task. Subclass, set the class attributes, implement the methods, `@register_task`."""
 
     name: ClassVar[str] = ""
@@ -28,17 +29,17 @@ class Task:
         """Whether a model name belongs to this task without --task (e.g. a torchvision detector)."""
         return False
 
+    @abstractmethod
     def build_model(self, name: str, num_classes: int) -> nn.Module:
         """The untrained network pruning, latency and ONNX see."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_data(self, spec: str, input_size: int | None, num_classes: int | None) -> DataBundle:
         """The `--data` spec as train / val sets (with the task's collate and objective)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, model: nn.Module, data: DataBundle, device: torch.device) -> dict[str, Any]:
         """Validation metrics of `model` (report.json `dense` / `pruned`)."""
-        raise NotImplementedError
 
     def check_parity(self, model: nn.Module, onnx_bytes: bytes, images: torch.Tensor, atol: float,
                      rtol: float) -> dict[str, Any] | None:
@@ -58,7 +59,8 @@ class Task:
         return None
 
     def check_method(self, method: str) -> None:
-        """Raise ValueError when a method cannot run on this task (say why)."""
+        """Raise ValueError when a method cannot run on this task (say why); every method runs by default."""
+        return None
 
 
 TASKS: dict[str, Task] = {}
