@@ -7,7 +7,12 @@
 For each (method, budget, seed): `compress` from the same pretrained dense model (one per seed),
 then dense and pruned timed in one process on the profile's runtime with its threads, warm
 (alternating blocks of consecutive runs; the measured latency ratio), clean accuracy, accuracy under a corruption
-subset (severity 3) and R_C. Then the per-step cost of SAM / ASAM / the cheaper every-k SAM vs
+subset (severity 3) and R_C, and the seed papers' own metrics for every method alike: accuracy
+under an L-inf PGD attack (S2AP's claim; eps 2/255, 10 steps, `--eval-limit` images) and the
+probabilistic certified accuracy of `prunekit eval --certify` (C-SAM's; `--certify-samples`
+random corruptions per image, epsilon 0.1). Latency is timed in five fresh sessions per pair
+(the median of their ratios; `prunekit.latency.measure`: sessions); `--target local --verify`
+prunes for this CPU and corrects each selection by measurement. Then the per-step cost of SAM / ASAM / the cheaper every-k SAM vs
 SGD, timed interleaved, and the accuracy of the every-k variant vs full SAM after fine-tuning.
 Writes a CSV, a Pareto plot (measured latency ratio vs corrupted accuracy) and prints tables.
 """
@@ -30,7 +35,9 @@ from prunekit.data import load_data
 from prunekit.latency.measure import TimingOptions
 from prunekit.latency.profile import load_profile
 from prunekit.models import build_model
+from prunekit.robustness.certify import certify
 from prunekit.robustness.metrics import evaluate_corruptions, torch_predictor
+from prunekit.robustness.pgd import adversarial_accuracy
 from prunekit.runs import save_weights
 from prunekit.runtimes import Execution, get_runtime
 from prunekit.settings import make_settings
@@ -38,6 +45,7 @@ from prunekit.train import TrainConfig, fit, make_optimizer, train_step
 
 METHODS = ["magnitude", "taylor", "halp", "adasap", "csam", "s2ap"]
 CORRUPTIONS = ["gaussian_noise", "defocus_blur", "contrast", "jpeg_compression", "pixelate"]
+PGD_EPS, PGD_STEPS = 2 / 255, 10  # L-inf; digits at 8/255 leaves every pruned model near 0
 
 
 def pretrain(args: argparse.Namespace, seed: int, out: Path) -> Path:
@@ -56,7 +64,7 @@ def run_one(args, method: str, budget: float, seed: int, weights: Path, out: Pat
     settings = make_settings(
         model=args.model, data=args.data, input_size=args.input_size, weights=str(weights), method=method,
         target=args.target, latency_budget=budget, pretrain_epochs=0, epochs=args.epochs, seed=seed,
-        warmup_epochs=1, mask_epochs=1, score_epochs=1,
+        warmup_epochs=1, mask_epochs=1, score_epochs=1, verify=args.verify,
     )
     started = time.perf_counter()
     report, pruned = compress_model(settings, out / f"{method}-{budget}-s{seed}", force=True, quiet=True)
@@ -69,9 +77,14 @@ def run_one(args, method: str, budget: float, seed: int, weights: Path, out: Pat
     shape = (1, 3, args.input_size, args.input_size)
     runtime = get_runtime(load_profile(args.target).runtime)  # warm blocks (prunekit.latency.measure)
     pair = runtime.time_pair(dense.eval(), pruned.eval().cpu(), shape, Execution(threads),
-                             TimingOptions(warmup=20, repeats=args.repeats))
+                             TimingOptions(warmup=20, repeats=args.repeats, sessions=5))
     loader = data.loader("val", 128, shuffle=False)
     corr = evaluate_corruptions(torch_predictor(pruned.eval().cpu()), loader, CORRUPTIONS, [3], seed=seed)
+    # the papers' own metrics, for every method alike: S2AP's PGD accuracy, C-SAM's certificate
+    adv = adversarial_accuracy(pruned.eval().cpu(), loader, eps=PGD_EPS, steps=PGD_STEPS, step_size=PGD_EPS / 4,
+                               seed=seed, limit=args.eval_limit)
+    cert = certify(torch_predictor(pruned.eval().cpu()), loader, n_samples=args.certify_samples, epsilon=0.1,
+                   corruptions=CORRUPTIONS, seed=seed, limit=args.eval_limit)
     return {
         "method": method, "budget": budget, "seed": seed,
         "predicted_ratio": report["pruned"]["predicted_latency_ms"] / report["dense"]["predicted_latency_ms"],
@@ -80,7 +93,10 @@ def run_one(args, method: str, budget: float, seed: int, weights: Path, out: Pat
         "accuracy": report["pruned"]["accuracy"],
         "corrupted_accuracy": corr.mean_corruption_accuracy,
         "r_c": corr.relative_robustness,
+        "pgd_accuracy": adv.adversarial_accuracy,
+        "certified_accuracy": cert.certified_accuracy,
         "met": pair.ratio <= budget * 1.04,
+        "within_window": budget * 0.94 <= pair.ratio <= budget * 1.03,
         "seconds": seconds,
     }
 
@@ -128,6 +144,25 @@ def sam_accuracy(args, weights: Path, seed: int, out: Path) -> list[dict]:
     return rows
 
 
+def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
+    """The summary as a markdown table: mean ± std over seeds."""
+    keys = ("measured_ratio", "accuracy", "corrupted_accuracy", "r_c", "pgd_accuracy", "certified_accuracy")
+    out = ["| method | budget | seeds | measured | in window | clean | corrupted | R_C | PGD | certified |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for budget in args.budgets:
+        for method in args.methods:
+            sel = [r for r in rows if r["method"] == method and r["budget"] == budget]
+            if not sel:
+                continue
+            cells = []
+            for k in keys:
+                v = [float(r[k]) for r in sel]
+                cells.append(f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.3f}")
+            out.append(f"| {method} | {budget} | {len(sel)} | {cells[0]} | {sum(r['within_window'] for r in sel)}/"
+                       f"{len(sel)} | " + " | ".join(cells[1:]) + " |")
+    return "\n".join(out) + "\n"
+
+
 def _write_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -140,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="digits")
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--input-size", type=int, default=32)
-    ap.add_argument("--target", default="cpu-ort")
+    ap.add_argument("--target", default="cpu-ort", help="cpu-ort (shipped table) or local (this CPU, with --verify)")
+    ap.add_argument("--verify", action=argparse.BooleanOptionalAction, default=False,
+                    help="compress --verify: time the final selection here and correct it (needs the target's runtime)")
+    ap.add_argument("--eval-limit", type=int, default=200, help="images for PGD and the certificate")
+    ap.add_argument("--certify-samples", type=int, default=20, help="random corruptions per image for the certificate")
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.7, 0.5, 0.3])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
@@ -172,19 +211,27 @@ def main(argv: list[str] | None = None) -> int:
                               f"acc {row['accuracy']:.3f} corrupted {row['corrupted_accuracy']:.3f} ({row['seconds']:.0f}s)")
 
     table = Table(title=f"methods on {args.target} ({args.data}, {args.model} @ {args.input_size}px), mean over seeds {args.seeds}")
-    for col in ("method", "budget", "predicted", "measured", "met", "MACs", "accuracy", "corrupted", "R_C", "s/run"):
+    for col in ("method", "budget", "predicted", "measured", "in [0.94, 1.03]", "MACs", "accuracy", "corrupted", "R_C",
+                "PGD", "certified", "s/run"):
         table.add_column(col, justify="right")
     for budget in args.budgets:
         for method in args.methods:
             sel = [r for r in rows if r["method"] == method and r["budget"] == budget]
             mean = {k: statistics.mean(float(r[k]) for r in sel) for k in
-                    ("predicted_ratio", "measured_ratio", "macs_ratio", "accuracy", "corrupted_accuracy", "r_c", "seconds")}
-            sd = statistics.pstdev([r["accuracy"] for r in sel]) if len(sel) > 1 else 0.0
+                    ("predicted_ratio", "measured_ratio", "macs_ratio", "accuracy", "corrupted_accuracy", "r_c",
+                     "pgd_accuracy", "certified_accuracy", "seconds")}
+
+            def sd(key: str, sel=sel) -> float:
+                return statistics.stdev([float(r[key]) for r in sel]) if len(sel) > 1 else 0.0
+
             table.add_row(method, f"{budget}", f"{mean['predicted_ratio']:.3f}", f"{mean['measured_ratio']:.3f}",
-                          f"{sum(r['met'] for r in sel)}/{len(sel)}", f"{mean['macs_ratio']:.3f}",
-                          f"{mean['accuracy']:.3f}±{sd:.3f}", f"{mean['corrupted_accuracy']:.3f}",
-                          f"{mean['r_c']:.3f}", f"{mean['seconds']:.0f}")
+                          f"{sum(r['within_window'] for r in sel)}/{len(sel)}", f"{mean['macs_ratio']:.3f}",
+                          f"{mean['accuracy']:.3f}±{sd('accuracy'):.3f}",
+                          f"{mean['corrupted_accuracy']:.3f}±{sd('corrupted_accuracy'):.3f}",
+                          f"{mean['r_c']:.3f}±{sd('r_c'):.3f}", f"{mean['pgd_accuracy']:.3f}±{sd('pgd_accuracy'):.3f}",
+                          f"{mean['certified_accuracy']:.3f}±{sd('certified_accuracy'):.3f}", f"{mean['seconds']:.0f}")
     console.print(table)
+    (args.out / "methods.md").write_text(_markdown(rows, args))
 
     cost = sam_cost(args, pretrain(args, args.seeds[0], args.out), args.seeds[0])
     acc = {r["variant"]: r for r in sam_accuracy(args, pretrain(args, args.seeds[0], args.out), args.seeds[0], args.out)}

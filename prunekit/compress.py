@@ -222,7 +222,6 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
     graph = PruningGraph(copy.deepcopy(model), example, s.model)
     dense_ms = predict_current(graph, profile, shape).total_ms
     target_ms = s.latency_ms if s.latency_ms is not None else dense_ms * float(s.latency_budget or 1.0)
-    check_reachable(graph, profile, shape, target_ms, s.round_to)
     measure = None
     if s.verify or s.measure_cmd:
         import tempfile
@@ -235,9 +234,18 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
                                       s.measure_timeout)
         else:
             measure = runtime_measure(profile, shape, dense_arch)
+    budget = s.latency_budget if measure is not None else None
+    aimed = check_reachable(graph, profile, shape, target_ms, s.round_to,
+                            measured=(measure, budget) if measure is not None and budget is not None else None)
+    if aimed != target_ms:
+        if not quiet and console is not None:
+            console.print(f"the profile predicts budget {budget} out of reach ({target_ms:.3f} ms is below the "
+                          f"minimum widths' prediction), but the minimum widths *measure* within it here: "
+                          f"selecting at {aimed:.3f} ms predicted, corrected by the measurement", highlight=False)
+        target_ms = aimed
     return Goal(kind="latency", round_to=s.round_to, profile=profile, input_shape=shape,
                 target_ms=target_ms, dense_ms=dense_ms, measure=measure,
-                budget=s.latency_budget if measure is not None else None,
+                budget=budget,
                 verify=VerifyOptions(max_tries=s.verify_tries) if measure is not None else None)
 
 

@@ -23,7 +23,14 @@ from prunekit.check.gate import (
     timing_mode,
 )
 from prunekit.check.render import check_table, plot_check
-from prunekit.check.stage import DEFAULT_REPEATS, DEFAULT_TIMING, DEFAULT_WARMUP, CheckResult, check
+from prunekit.check.stage import (
+    DEFAULT_REPEATS,
+    DEFAULT_SESSIONS,
+    DEFAULT_TIMING,
+    DEFAULT_WARMUP,
+    CheckResult,
+    check,
+)
 from prunekit.check.timing import budget_of, measure_latency, predicted_latency
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "DEFAULT_MAX_ACCURACY_DROP",
     "DEFAULT_MAX_LATENCY_REGRESSION",
     "DEFAULT_REPEATS",
+    "DEFAULT_SESSIONS",
     "DEFAULT_TIMING",
     "DEFAULT_WARMUP",
     "READABLE_FORMATS",

@@ -35,6 +35,7 @@ from prunekit.runs import load_run
 DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 100
 DEFAULT_TIMING = "blocks"
+DEFAULT_SESSIONS = 5  # fresh sessions per model, the ratio their median (latency.measure: sessions)
 
 
 @dataclass
@@ -70,6 +71,7 @@ def check(
     block: int = DEFAULT_BLOCK,
     seed: int = 0,
     plot: bool = True,
+    sessions: int = DEFAULT_SESSIONS,
     progress: Callable[[str, int], None] | None = None,
 ) -> CheckResult:
     """Measure the run's exported models on `target` and write RUN/check.json (+ check.png).
@@ -102,7 +104,7 @@ def check(
     sevs = sorted({validate_severity(int(s)) for s in severities})
     if not names or not sevs:
         raise PrunekitError("no corruptions or no severities selected")
-    timing_opts = TimingOptions(mode=timing, warmup=warmup, repeats=repeats, block=block).validate()
+    timing_opts = TimingOptions(mode=timing, warmup=warmup, repeats=repeats, block=block, sessions=sessions).validate()
 
     run = load_run(run_path)
     profile = load_profile(target)

@@ -10,6 +10,7 @@ from prunekit.check import (
     DEFAULT_MAX_ACCURACY_DROP,
     DEFAULT_MAX_LATENCY_REGRESSION,
     DEFAULT_REPEATS,
+    DEFAULT_SESSIONS,
     DEFAULT_TIMING,
     DEFAULT_WARMUP,
 )
@@ -43,6 +44,9 @@ def check(
                                "dense and pruned alternating in blocks of --block runs, ratio of the medians. "
                                "interleaved: one run of each in turn (each run follows the other model: cold)."),
     block: int = typer.Option(DEFAULT_BLOCK, help="Consecutive timed runs per block (--timing blocks)."),
+    sessions: int = typer.Option(DEFAULT_SESSIONS, help="Fresh runtime sessions per model, --repeats split between "
+                                 "them; the ratio is the median of theirs (one session's ratio can be 15-35 % off "
+                                 "at sub-millisecond latency)."),
     seed: int = typer.Option(0, help="Seed of the corruption suite (same seed, same corrupted images)."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Write RUN/check.png (latency bars, accuracy per corruption)."),
     json_out: bool = typer.Option(False, "--json", help="Print check.json's content as one JSON object on stdout."),
@@ -79,7 +83,7 @@ def check(
         result = run_check(run, target, baseline=baseline, max_latency_regression=max_latency_regression,
                            max_accuracy_drop=max_accuracy_drop, corruptions=names, severities=sevs, limit=limit,
                            repeats=repeats, warmup=warmup, timing=timing, block=block, seed=seed, plot=plot,
-                           progress=tick)
+                           progress=tick, sessions=sessions)
     if json_out:
         emit_json(result.record)
     else:

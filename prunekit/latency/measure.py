@@ -18,6 +18,13 @@ ratio the median of the per-round ratios. Every run follows a run of the other m
 measures a model whose weights were just evicted: at sub-millisecond latencies (32x32 inputs)
 that is a cold model no deployment runs (a 32x32 resnet18: 0.65 ms interleaved vs 0.42 ms warm).
 
+Sessions (`sessions`): at sub-millisecond latency the ratio depends on the session as well as on
+the models. The same resnet18 / mobilenet_v2 pair at 32x32 (about 0.1-0.8 ms a run), timed in 8
+fresh ONNX Runtime sessions on a quiet machine, read ratios spread over 14-36 % of their median,
+with more repeats per session not narrowing it (each session places the weights anew, and the
+cache hits follow). With `sessions=k` the repeats are split between k fresh sessions of each model
+and the ratio is the median of the k sessions' ratios; `compress --verify` and `check` use 5.
+
 Clocks: `cpu` is the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID). With one ONNX Runtime
 thread the model runs entirely in the calling thread, so on a shared machine this leaves out the
 time other processes held the core. `wall` is `time.perf_counter`; `cuda` is CUDA events.
@@ -86,6 +93,8 @@ class PairStats:
     mode: str = "blocks"
     block: int = 1
     block_ratios: list[float] = field(default_factory=list, repr=False)
+    sessions: int = 1
+    session_ratios: list[float] = field(default_factory=list)
 
     def spread(self) -> dict[str, float | int]:
         """How much the per-block-pair (or per-round) ratio moved: min, p10, median, p90, max."""
@@ -120,12 +129,17 @@ class TimingOptions:
     block: int = DEFAULT_BLOCK
     block_warmup: int = DEFAULT_BLOCK_WARMUP
     clock: str = "auto"  # auto | cpu | wall (a runtime may use its own, e.g. CUDA events)
+    # A pair is timed in this many fresh sessions (repeats split between them), ratio = the median
+    # of theirs: at sub-millisecond latency one session's ratio can be 15-35 % off (see the module doc).
+    sessions: int = 1
 
     def validate(self) -> TimingOptions:
         if self.mode not in TIMING_MODES:
             raise PrunekitError(f"unknown timing mode {self.mode!r}", f"choose one of: {', '.join(TIMING_MODES)}")
         if self.repeats < 1 or self.warmup < 0:
             raise PrunekitError(f"timing needs repeats >= 1 and warm-up >= 0, got {self.repeats} and {self.warmup}")
+        if self.sessions < 1:
+            raise PrunekitError(f"--sessions must be >= 1, got {self.sessions}")
         if self.block < 1 or self.block_warmup < 0:
             raise PrunekitError(f"--block must be >= 1 and block warm-up >= 0, got {self.block} and {self.block_warmup}")
         return self
@@ -134,6 +148,8 @@ class TimingOptions:
         out: dict[str, Any] = {"mode": self.mode, "warmup": self.warmup, "repeats": self.repeats}
         if self.mode == "blocks":
             out |= {"block": min(self.block, self.repeats), "block_warmup": self.block_warmup}
+        if self.sessions > 1:
+            out["sessions"] = self.sessions
         return out
 
 
@@ -196,6 +212,15 @@ def _block_sizes(repeats: int, block: int) -> list[int]:
     block = max(1, min(block, repeats))
     n = math.ceil(repeats / block)
     return [block] * (n - 1) + [repeats - block * (n - 1)]
+
+
+def combine_sessions(pairs: list[PairStats]) -> PairStats:
+    """One pair timed in several fresh sessions: all runs pooled per model, ratio = median of the sessions'."""
+    ratios = [p.ratio for p in pairs]
+    dense = LatencyStats.from_samples([t for p in pairs for t in p.dense.samples_ms], pairs[0].dense.clock)
+    pruned = LatencyStats.from_samples([t for p in pairs for t in p.pruned.samples_ms], pairs[0].pruned.clock)
+    return PairStats(dense, pruned, float(statistics.median(ratios)), pairs[0].mode, pairs[0].block,
+                     [r for p in pairs for r in p.block_ratios], len(pairs), ratios)
 
 
 def time_pair(dense: Timer, pruned: Timer, options: TimingOptions | None = None) -> PairStats:

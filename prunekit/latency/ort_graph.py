@@ -393,12 +393,28 @@ def fit_ops(profile: Profile) -> None:
         a, b = _nnls(arr[:, 0], arr[:, 1])
         c.ops[key] = OpCost(a_ms=round(a, 6), b_ms_per_melem=round(b, 6), samples=len(arr))
     if c.overhead_samples:
-        # end-to-end time minus the profiled node times, per node. It is about zero and can be
-        # negative: profiling adds a little to every node's time (also to the table's, which
-        # were profiled the same way). The median over samples is robust to a disturbed run.
-        arr = np.asarray(c.overhead_samples, dtype=float).reshape(-1, 2)
-        per_node = arr[:, 1] / np.maximum(arr[:, 0], 1.0)
-        c.fixed_ms, c.per_node_ms = 0.0, round(float(np.median(per_node)), 7)
+        c.fixed_ms, c.per_node_ms = 0.0, round(per_node_overhead(c.overhead_samples), 7)
+
+
+def per_node_overhead(samples: list[list[float]]) -> float:
+    """Executor overhead per node (ms) from [nodes, end-to-end - profiled kernel sum, kernel sum] samples.
+
+    It is about -1 to -4 us on ONNX Runtime 1.x: the profiler adds that to every node's time (also
+    to the table's cells, profiled the same way), so the correction is negative. A sample's noise
+    grows with the model's time: on a 12 ms model a quiet 2-core machine moves the difference by
+    +-1 ms, 5 us per node, while a 0.3 ms model pins it to a fraction of a microsecond. So each
+    sample's per-node value is weighted by (nodes / kernel sum)^2, its inverse variance, and the
+    weighted median is taken (robust to one disturbed run). Samples without the kernel sum
+    (profiles made before it was stored) count equally: the plain median.
+    """
+    arr = [list(map(float, s)) for s in samples]
+    values = np.asarray([s[1] / max(s[0], 1.0) for s in arr])
+    if not all(len(s) >= 3 and s[2] > 0 for s in arr):
+        return float(np.median(values))
+    weights = np.asarray([(s[0] / s[2]) ** 2 for s in arr])
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
 
 
 def _add_samples(store: dict[str, list[list[float]]], key: str, new: list[list[float]]) -> None:
@@ -528,7 +544,7 @@ def calibrate_constant(
         # the same statistic as the kernel times (fastest runs), so the difference is the executor's
         # overhead and not how busy the machine happened to be
         wall = time_one(session_timer(data, threads, input_shape), warmup=3, repeats=repeats).fast_ms
-        c.overhead_samples = (c.overhead_samples + [[len(opt.graph.node), round(wall - kernel_sum, 5)]])[
+        c.overhead_samples = (c.overhead_samples + [[len(opt.graph.node), round(wall - kernel_sum, 5), round(kernel_sum, 5)]])[
             -200:
         ]
     c.method = "ort-graph"

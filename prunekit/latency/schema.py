@@ -164,7 +164,7 @@ class Constant(_Model):
     samples: dict[str, list[list[float]]] = Field(
         default_factory=dict, description="raw calibration samples: op key -> [[Melements, ms], ...]"
     )
-    overhead_samples: list[list[float]] = Field(default_factory=list, description="[[nodes, ms], ...]")
+    overhead_samples: list[list[float]] = Field(default_factory=list, description="[[nodes, end-to-end ms - profiled kernel ms, profiled kernel ms], ...]")
 
 
 class Profile(_Model):

@@ -21,12 +21,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prunekit.errors import MissingDependencyError, PrunekitError
-from prunekit.latency.measure import LatencyStats, PairStats, Timer, TimingOptions, time_one, time_pair
+from prunekit.latency.measure import (
+    LatencyStats,
+    PairStats,
+    Timer,
+    TimingOptions,
+    combine_sessions,
+    time_one,
+    time_pair,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -169,6 +177,11 @@ class Runtime:
         """Dense and pruned timed in one process, warm blocks by default (see latency.measure)."""
         opts = (timing or TimingOptions()).validate()
         ex = execution or Execution()
+        if opts.sessions > 1:  # fresh sessions, repeats split between them; the export is made once
+            d, p = as_ref(dense), as_ref(pruned)
+            per = replace(opts, sessions=1, repeats=max(1, -(-opts.repeats // opts.sessions)))
+            return combine_sessions([self.time_pair(d, p, input_shape, ex, per, pruned_input_shape)
+                                     for _ in range(opts.sessions)])
         a = self.timer(as_ref(dense), input_shape, ex, opts.clock)
         b = self.timer(as_ref(pruned), pruned_input_shape or input_shape, ex, opts.clock)
         try:

@@ -87,7 +87,8 @@ def select(
         def select_at(t: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             # A schedule's waypoints are chosen on the cheap predictor; the goal itself is checked exactly.
             sel = select_for_latency(graph, scores, goal.profile, goal.input_shape, t, round_to=goal.round_to,
-                                     max_exact=4 if final else 0)
+                                     max_exact=4 if final else 0,
+                                     floor_at_minimum=final and goal.measure is not None)
             return sel.keep, {"target_ms": round(t, 5), "predicted_ms": round(sel.predicted_ms, 5),
                               "exact_predictions": sel.exact_predictions}
 

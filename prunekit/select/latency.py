@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -300,8 +301,13 @@ def select_for_latency(
     resolution: int = 2000,
     fill_tolerance: float = 0.02,
     max_exact: int = 4,
+    floor_at_minimum: bool = False,
 ) -> LatencySelection:
     """Widths per group maximising kept importance with predicted latency <= `target_ms`.
+
+    A target below the minimum widths' prediction is an error, unless `floor_at_minimum` (the
+    measured loop of `compress --verify`, whose corrected targets may go below a prediction that
+    over-estimates): then the minimum widths are the choice.
 
     The knapsack budget is searched against the cheap predictor until its prediction is within
     `fill_tolerance` (relative) under the target; the choice is then checked exactly, at most
@@ -325,6 +331,8 @@ def select_for_latency(
     min_ms = cheap(min_widths) if cheap_only else math.inf
     if min_ms > target_ms * (1.0 - fill_tolerance):  # exact when it decides reachability
         min_ms = predict_for_keep(graph, widths_to_keep(scores, min_widths), profile, input_shape)
+    if min_ms > target_ms and floor_at_minimum:
+        return LatencySelection(widths_to_keep(scores, min_widths), min_ms, target_ms, 1)
     if min_ms > target_ms:
         raise PrunekitError(
             f"latency goal {target_ms:.3f} ms is below what {graph.model_name} reaches on {profile.name} "
@@ -428,20 +436,54 @@ def _search_budget(
     return (*fallback, solves)
 
 
-def check_reachable(
-    graph: PruningGraph, profile: Profile, input_shape: tuple[int, int, int, int], target_ms: float, round_to: int,
+def minimum_widths(
+    graph: PruningGraph, profile: Profile, input_shape: tuple[int, int, int, int], round_to: int,
     min_fraction: float = 0.05,
-) -> float:
-    """Raise before any training when `target_ms` is below the minimum-width model's prediction."""
+) -> tuple[dict[str, torch.Tensor], float]:
+    """The keep-set of the narrowest model a selection may choose, and its predicted latency (ms)."""
     scores = {g.name: torch.ones(g.width) for g in graph.groups}
     widths = {g.name: candidate_widths(g.width, round_to, max(1, int(round(g.width * min_fraction))),
                                        _group_step(graph, g.name))[0] for g in graph.groups}
-    min_ms = predict_for_keep(graph, widths_to_keep(scores, widths), profile, input_shape)
-    if min_ms > target_ms:
-        dense_ms = predict_current(graph, profile, input_shape).total_ms
+    keep = widths_to_keep(scores, widths)
+    return keep, predict_for_keep(graph, keep, profile, input_shape)
+
+
+def check_reachable(
+    graph: PruningGraph, profile: Profile, input_shape: tuple[int, int, int, int], target_ms: float, round_to: int,
+    min_fraction: float = 0.05,
+    measured: tuple[Callable[[PruningGraph, dict[str, torch.Tensor]], float], float] | None = None,
+) -> float:
+    """The predicted target to select at; raises before any training when it cannot be reached.
+
+    Unreachable means below the minimum-width model's prediction. With `measured` = (measure,
+    budget), where the candidate can be timed on the target (`compress --verify`), a prediction
+    is not the last word: the minimum-width model is timed, and if it *measures* within the
+    budget the target is moved onto the line through (dense, 1) and (minimum, its measured ratio)
+    in predicted ms, i.e. where the profile's prediction and the measurement agree best. The
+    verify loop then corrects the final selection as usual. Returns `target_ms` when reachable
+    as predicted.
+    """
+    min_keep, min_ms = minimum_widths(graph, profile, input_shape, round_to, min_fraction)
+    if min_ms <= target_ms:
+        return target_ms
+    dense_ms = predict_current(graph, profile, input_shape).total_ms
+    fix = f"ask for at least {min_ms:.3f} ms (a --latency-budget of {min_ms / dense_ms:.2f} or more)"
+    if measured is None:
         raise PrunekitError(
             f"latency goal {target_ms:.3f} ms is below what {graph.model_name} reaches on {profile.name} "
             f"even at the minimum width of every group ({min_ms:.3f} ms predicted)",
-            f"ask for at least {min_ms:.3f} ms (a --latency-budget of {min_ms / dense_ms:.2f} or more)",
+            fix,
         )
-    return min_ms
+    from prunekit.select.verify import VerifyOptions
+
+    measure, budget = measured
+    m_min = float(measure(graph, min_keep))
+    p_min = min_ms / dense_ms
+    if m_min > budget * VerifyOptions().high or m_min >= 1.0:
+        raise PrunekitError(
+            f"latency budget {budget:.3f} is below what {graph.model_name} reaches on {profile.name} even at the "
+            f"minimum width of every group: measured {m_min:.3f} of dense here ({p_min:.3f} predicted)",
+            f"ask for a --latency-budget of {m_min:.2f} or more",
+        )
+    ratio = 1.0 - (1.0 - budget) * (1.0 - p_min) / (1.0 - m_min)
+    return max(min_ms, ratio * dense_ms)

@@ -103,6 +103,7 @@ def verify_selection(
 
 # ------------------------------------------------------------------ how a candidate is measured
 MeasureFn = Callable[[Any, Keep], float]  # (PruningGraph, keep) -> measured pruned / dense ratio
+VERIFY_SESSIONS = 5  # one session's ratio can be 15-35 % off at 32 px (latency.measure: sessions)
 
 
 def _candidate(graph: Any, keep: Keep) -> Any:
@@ -133,6 +134,10 @@ def runtime_measure(profile: Any, input_shape: tuple[int, int, int, int], dense:
         )
     ex = Execution.of_profile(profile, rt)
     dense_ref = ModelRef(module=dense)
+    if timing is None:
+        from prunekit.latency.measure import TimingOptions
+
+        timing = TimingOptions(sessions=VERIFY_SESSIONS)
 
     def measure(graph: Any, keep: Keep) -> float:
         return rt.time_pair(dense_ref, ModelRef(module=_candidate(graph, keep)), input_shape, ex, timing).ratio

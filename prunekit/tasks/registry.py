@@ -47,6 +47,11 @@ class Task(ABC):
         or None for the classifier's (logits and top-1)."""
         return None
 
+    def export_extras(self, model: nn.Module, onnx_bytes: bytes, images: torch.Tensor) -> dict[str, tuple[bytes, dict]]:
+        """Further deployable files next to RUN/pruned.onnx, {file name: (bytes, record)} (e.g. a
+        detector's network with its box decoding and NMS appended); none by default."""
+        return {}
+
     def robustness(self, models: dict[str, Any], data: DataBundle, options: Any) -> dict[str, Any] | None:
         """The task's own robustness evaluation for `prunekit eval` (options: robustness EvalOptions),
         or None for the classifier's suite (accuracy, R_C, mCE, PGD, certification)."""

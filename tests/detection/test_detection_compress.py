@@ -59,6 +59,10 @@ def test_onnx_export_parity_on_real_images(det_run: Path) -> None:
     assert par["passed"] and par["max_abs_diff"] <= par["tolerance"]
     assert par["details"]["detections_compared"] > 0 and par["details"]["max_box_diff_px"] < 0.05
     assert (det_run / "pruned.onnx").is_file()
+    # the deployable file: network + box decoding + NMS, checked against torchvision's decoding
+    nms = result["extras"]["pruned_nms.onnx"]
+    assert (det_run / "pruned_nms.onnx").is_file() and nms["bytes"] > pruned["bytes"]
+    assert nms["images"] > 0 and 0.0 <= nms["agreement"] <= 1.0
 
 
 def test_eval_reports_mpc_and_rpc(det_run: Path) -> None:

@@ -59,3 +59,13 @@ def size_bound_fcos(num_classes: int) -> nn.Module:
     model = tiny_fcos(num_classes)
     model.backbone.stem.append(SizeBound())
     return model
+
+
+def tiny_ssd(num_classes: int) -> nn.Module:
+    """torchvision's SSD class (softmax scores, background class 0) around the toy backbone."""
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD, SSDHead
+
+    anchors = DefaultBoxGenerator([[2], [2]])
+    head = SSDHead([32, 32], anchors.num_anchors_per_location(), num_classes)
+    return SSD(TinyBackbone(), anchors, (64, 64), num_classes, head=head)

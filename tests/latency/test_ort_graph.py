@@ -9,7 +9,14 @@ from latency_helpers import INPUT, tiny_profile
 from torch import nn
 
 from prunekit.deploy.onnx import to_onnx
-from prunekit.latency.ort_graph import fit_ops, graph_constant, is_table_node, node_features, op_key
+from prunekit.latency.ort_graph import (
+    fit_ops,
+    graph_constant,
+    is_table_node,
+    node_features,
+    op_key,
+    per_node_overhead,
+)
 from prunekit.latency.predict import predict_latency
 from prunekit.runtimes.ort_session import profile_onnx_nodes
 
@@ -48,6 +55,14 @@ def test_graph_elements_match_the_runtime_profiler():
         assert melems == pytest.approx(el), rec["name"]
         checked += 1
     assert checked >= 3
+
+
+def test_per_node_overhead_trusts_small_models_over_noisy_big_ones():
+    # per-node values -2.5 us (a 0.5 ms model), +10 us and +5 us (12 ms models, where +-1 ms is noise)
+    samples = [[100.0, -0.25, 0.5], [200.0, 2.0, 12.0], [200.0, 1.0, 12.0]]
+    assert per_node_overhead(samples) == pytest.approx(-0.0025)
+    # without the kernel sums (older profiles) it is the plain median
+    assert per_node_overhead([s[:2] for s in samples]) == pytest.approx(0.005)
 
 
 def test_graph_constant_prices_every_non_table_node():

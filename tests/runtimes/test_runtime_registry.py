@@ -65,3 +65,54 @@ def test_a_registered_runtime_drives_profile(sim_runtime, tmp_path, monkeypatch)
     assert run.dense_measured_ms == pytest.approx(macs, rel=1e-3)
     # the table is exact at the dense widths, so the prediction is the simulated device's latency
     assert predict_latency(model, prof, INPUT).total_ms == pytest.approx(macs, rel=1e-3)
+
+
+class SessionDrawRuntime(Runtime):
+    """A simulated device whose every new session of the pruned model draws its speed: most
+    sessions time 0.5 of dense, one in five 0.9 (the session-to-session spread seen at 32 px)."""
+
+    name = "session-draw-sim"
+    summary = "simulated: per-session speed"
+
+    def __init__(self):
+        self.sessions = {"dense": 0, "pruned": 0}
+        self.runs = {"dense": 0, "pruned": 0}
+
+    def version(self) -> str:
+        return "session-draw-sim 1.0"
+
+    def timer(self, model, input_shape, execution, clock="auto"):
+        kind = "dense" if model.module.tag == "dense" else "pruned"
+        i = self.sessions[kind]
+        self.sessions[kind] += 1
+        ms = 1.0 if kind == "dense" else (0.9 if i % 5 == 1 else 0.5)
+
+        def timed(n):
+            self.runs[kind] += n
+            return [ms] * n
+
+        return Timer(timed, "wall")
+
+
+def _tagged(tag):
+    m = tiny_model()
+    m.tag = tag
+    return m
+
+
+def test_a_pair_in_several_sessions_takes_the_median_of_their_ratios():
+    from prunekit.latency.measure import TimingOptions
+    from prunekit.runtimes import ModelRef
+
+    rt = SessionDrawRuntime()
+    dense, pruned = ModelRef(module=_tagged("dense")), ModelRef(module=_tagged("pruned"))
+    one = rt.time_pair(dense, pruned, INPUT, timing=TimingOptions(repeats=100, warmup=0, block_warmup=0))
+    assert one.ratio == pytest.approx(0.5) and one.sessions == 1
+    rt.sessions = {"dense": 0, "pruned": 0}
+    rt.runs = {"dense": 0, "pruned": 0}
+    five = rt.time_pair(dense, pruned, INPUT, timing=TimingOptions(repeats=100, sessions=5, warmup=0, block_warmup=0))
+    assert rt.sessions == {"dense": 5, "pruned": 5}
+    assert rt.runs == {"dense": 100, "pruned": 100}  # the repeats are split, not multiplied
+    assert five.session_ratios == pytest.approx([0.5, 0.9, 0.5, 0.5, 0.5])
+    assert five.ratio == pytest.approx(0.5) and five.sessions == 5
+    assert five.pruned.runs == 100

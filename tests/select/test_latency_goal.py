@@ -12,7 +12,7 @@ from prunekit.latency.predict import predict_latency
 from prunekit.latency.profile import load_profile
 from prunekit.models import build_model
 from prunekit.pruning import PruningGraph
-from prunekit.select.latency import check_reachable, select_for_latency
+from prunekit.select.latency import check_reachable, minimum_widths, select_for_latency
 
 SHAPE = (1, 3, 32, 32)
 
@@ -41,6 +41,40 @@ def test_unreachable_budget_names_the_minimum(profile):
     graph = PruningGraph(build_model("resnet18", 10), torch.zeros(SHAPE), "resnet18")
     with pytest.raises(PrunekitError, match="minimum width of every group"):
         check_reachable(graph, profile, SHAPE, 1e-4, 8)
+
+
+def test_a_measured_minimum_within_the_budget_moves_the_target_instead_of_refusing(profile):
+    # the profile over-predicts small pruned models: where the minimum widths *measure* within the
+    # budget (compress --verify), the target goes onto the line through (1, 1) and the measured minimum
+    graph = PruningGraph(build_model("resnet18", 10), torch.zeros(SHAPE), "resnet18")
+    dense = predict_latency(graph.model, profile, SHAPE).total_ms
+    timed = []
+    _, min_ms = minimum_widths(graph, profile, SHAPE, 8)
+    p_min = min_ms / dense
+
+    def measure(g, keep):
+        timed.append({k: len(v) for k, v in keep.items()})
+        return p_min / 2  # the minimum runs twice as fast as predicted
+
+    budget = p_min * 0.8  # below the predicted minimum, above the measured one
+    aimed = check_reachable(graph, profile, SHAPE, budget * dense, 8, measured=(measure, budget))
+    assert len(timed) == 1 and all(w < graph.group(n).width for n, w in timed[0].items())
+    expected = 1 - (1 - budget) * (1 - p_min) / (1 - p_min / 2)
+    assert aimed == pytest.approx(max(min_ms, expected * dense))
+    assert min_ms <= aimed < dense
+    with pytest.raises(PrunekitError, match="measured .* of dense here"):
+        check_reachable(graph, profile, SHAPE, 1e-4, 8, measured=(measure, p_min / 3))
+
+
+def test_the_measured_loop_floors_a_corrected_target_at_the_minimum_widths(profile):
+    graph = PruningGraph(build_model("resnet18", 10), torch.zeros(SHAPE), "resnet18")
+    keep, min_ms = minimum_widths(graph, profile, SHAPE, 8)
+    scores = graph.importance("magnitude")
+    with pytest.raises(PrunekitError, match="minimum width"):
+        select_for_latency(graph, scores, profile, SHAPE, 0.5 * min_ms, round_to=8)
+    sel = select_for_latency(graph, scores, profile, SHAPE, 0.5 * min_ms, round_to=8, floor_at_minimum=True)
+    assert {g: len(k) for g, k in sel.keep.items()} == {g: len(k) for g, k in keep.items()}
+    assert sel.predicted_ms == pytest.approx(min_ms)
 
 
 def test_unreachable_budget_fails_before_training(cli, tmp_path):

@@ -63,6 +63,7 @@ class OnnxExportResult:
     build_script: str
     target: str | None
     versions: dict[str, str]
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # further files (a detector's NMS file)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": RECORD_FORMAT, **asdict(self)}
@@ -82,6 +83,9 @@ class OnnxExportResult:
         lines: list[Any] = [t, f"parity inputs: {self.parity_inputs}"]
         for name, m in self.models.items():
             lines += [f"[yellow]note ({name}):[/] {note}" for note in m.notes]
+        for file, rec in self.extras.items():
+            lines.append(f"{file}: " + ", ".join(f"{k} {v}" for k, v in rec.items() if k in
+                                                 ("agreement", "detections_compared", "max_box_diff_px", "outputs")))
         lines.append(f"exporter: {self.models['pruned'].exporter}; TensorRT build script: "
                      f"{Path(self.run) / self.build_script}")
         return Group(*lines)
@@ -158,10 +162,16 @@ def export_onnx(
             input_shape=in_shape, parity=parity, notes=notes,
         ))
 
+    extras: dict[str, tuple[bytes, dict]] = {}
+    if batch == 1 and not dynamic:  # e.g. a detector's network + box decoding + NMS in one file
+        extras = task.export_extras(run.pruned, exported["pruned"][0], images)
     folder = run.folder
     with atomic_path(folder.file("dense.onnx")) as a, atomic_path(folder.file("pruned.onnx")) as b:
         a.write_bytes(exported["dense"][0])
         b.write_bytes(exported["pruned"][0])
+    for file, (data, _) in extras.items():
+        with atomic_path(folder.file(file)) as x:
+            x.write_bytes(data)
     script = write_build_script(folder.path, options, input_chw=(3, size, size))
     return OnnxExportResult(
         run=str(folder.path), opset=opset, dynamic_batch=dynamic, batch_size=batch,
@@ -170,6 +180,8 @@ def export_onnx(
         target=profile.name if profile is not None else None,
         versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxslim": onnxslim.__version__,
                   "onnxruntime": onnxruntime.__version__},
+        extras={f: {"file": f, "bytes": len(d), "sha256": hashlib.sha256(d).hexdigest(), **rec}
+                for f, (d, rec) in extras.items()},
     )
 
 

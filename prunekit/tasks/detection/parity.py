@@ -40,6 +40,20 @@ def detection_parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.Te
     scale = float(ref.abs().max()) if ref.numel() else 0.0
     tol = atol + rtol * scale
     ref_dets, got_dets = model.decode(ref, size), model.decode(got, size)  # type: ignore[operator]
+    matched, total, box_diff, score_diff = match_detections(ref_dets, got_dets)
+    agreement = matched / total if total else 1.0
+    passed = bool(np.isfinite(diff) and diff <= tol and agreement >= 0.99)
+    # Unmatched detections with raw outputs inside the tolerance are ties flipped in top-k / NMS
+    # (an untrained model scores many boxes alike); the box / score differences are of matched ones.
+    details = {"detections_compared": total, "unmatched": total - matched, "max_box_diff_px": round(box_diff, 6),
+               "max_score_diff": round(score_diff, 8), "decoding": "torch (DetectorNet.decode) on both outputs"}
+    return {"images": len(images), "logit_scale": scale, "max_abs_diff": diff, "tolerance": tol,
+            "top1_agreement": agreement, "near_ties": 0, "passed": passed, "details": details}
+
+
+def match_detections(ref_dets: list[dict[str, Any]], got_dets: list[dict[str, Any]]) -> tuple[int, int, float, float]:
+    """(matched, compared, max box diff, max score diff): every reference detection scoring at least
+    MIN_SCORE counts as matched when `got` has one of the same label within BOX_ATOL / SCORE_ATOL."""
     matched = total = 0
     box_diff = score_diff = 0.0
     for r, g in zip(ref_dets, got_dets, strict=True):
@@ -56,11 +70,28 @@ def detection_parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.Te
             if float(d[j]) <= BOX_ATOL and s <= SCORE_ATOL:
                 matched += 1
                 box_diff, score_diff = max(box_diff, float(d[j])), max(score_diff, s)
+    return matched, total, box_diff, score_diff
+
+
+def postprocess_parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.Tensor) -> dict[str, Any]:
+    """The network + decoding + NMS file (`postprocess.with_postprocess`) on ONNX Runtime against
+    PyTorch's network and torchvision's decoding, image by image (the file has batch 1)."""
+    import onnxruntime as ort
+
+    model = model.eval().cpu()
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    refs, gots = [], []
+    for img in images:
+        with torch.no_grad():
+            refs += model.decode(model(img[None]).float(), size)  # type: ignore[operator]
+        boxes, scores, labels = sess.run(None, {name: img[None].numpy()})
+        gots.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
+                     "labels": torch.from_numpy(labels)})
+    matched, total, box_diff, score_diff = match_detections(refs, gots)
     agreement = matched / total if total else 1.0
-    passed = bool(np.isfinite(diff) and diff <= tol and agreement >= 0.99)
-    # Unmatched detections with raw outputs inside the tolerance are ties flipped in top-k / NMS
-    # (an untrained model scores many boxes alike); the box / score differences are of matched ones.
-    details = {"detections_compared": total, "unmatched": total - matched, "max_box_diff_px": round(box_diff, 6),
-               "max_score_diff": round(score_diff, 8), "decoding": "torch (DetectorNet.decode) on both outputs"}
-    return {"images": len(images), "logit_scale": scale, "max_abs_diff": diff, "tolerance": tol,
-            "top1_agreement": agreement, "near_ties": 0, "passed": passed, "details": details}
+    return {"images": len(images), "detections_compared": total, "matched": matched,
+            "agreement": round(agreement, 4), "max_box_diff_px": round(box_diff, 6),
+            "max_score_diff": round(score_diff, 8), "reference": "PyTorch network + torchvision postprocess_detections",
+            "outputs": "boxes [K, 4] xyxy input pixels, scores [K], labels [K] int64"}

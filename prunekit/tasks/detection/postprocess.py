@@ -1,0 +1,137 @@
+"""SSD box decoding and NMS as an ONNX subgraph, appended to the exported network.
+
+A TensorRT / ONNX Runtime deployment runs the network and then decodes boxes and suppresses
+overlaps. `network.onnx` stops at the raw head outputs (`DetectorNet`); `with_postprocess`
+appends the rest as standard ONNX ops, so one file goes from [0, 1] images to detections:
+
+    raw [1, A, 4 + C] -> Slice: box deltas [1, A, 4], class logits [1, A, C]
+    deltas / (wx, wy, ww, wh), dw / dh clamped at log(1000/16), centre-size decoding against the
+      anchors (constants: they depend on the input size only), clipped to the image   -> boxes [1, A, 4]
+    Softmax over the classes, background (class 0) dropped, transposed            -> scores [1, C - 1, A]
+    NonMaxSuppression(boxes, scores, per-class max, iou = nms_thresh, score > score_thresh)
+    Gather / GatherND of the kept boxes and scores; TopK by score to detections_per_img
+    outputs: boxes [K, 4] (xyxy, input pixels), scores [K], labels [K] (int64, 1-based as torchvision)
+
+This is torchvision's `SSD.postprocess_detections` for one image, with one documented difference:
+torchvision keeps the `topk_candidates` best boxes per class *before* NMS, ONNX's NonMaxSuppression
+considers every box above the score threshold. The kept set can differ only where a class has more
+than `topk_candidates` boxes above the threshold; `export` checks the file against torchvision's
+decoding on real images (`detection_parity`'s matching) and records the result.
+
+RetinaNet and FCOS decode per feature level with sigmoid scores (and FCOS with centerness); they
+are not covered yet: their export stays network-only, with a note.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunekit.errors import PrunekitError
+
+SUPPORTED = ("ssd",)
+
+
+def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> Any:
+    """The decoding + NMS graph of an SSD-family `DetectorNet` at input `size`, input `raw_name`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if net.family not in SUPPORTED:
+        raise PrunekitError(f"box decoding + NMS in ONNX covers {', '.join(SUPPORTED)} detectors, not {net.family}")
+    det = net.detector
+    anchors, _ = net.anchors(size, torch.device("cpu"))
+    a = anchors.double().numpy()
+    aw, ah = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    acx, acy = a[:, 0] + 0.5 * aw, a[:, 1] + 0.5 * ah
+    n_anchors = a.shape[0]
+    classes = int(net.num_classes)
+    h, w = int(size[0]), int(size[1])
+    wx, wy, ww, wh = (float(v) for v in det.box_coder.weights)
+    clip = float(getattr(det.box_coder, "bbox_xform_clip", math.log(1000.0 / 16)))
+
+    def const(name: str, value: Any, dtype: Any = np.float32) -> Any:
+        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+    inits = [
+        const("pp_anchor_w", aw.reshape(1, n_anchors, 1)), const("pp_anchor_h", ah.reshape(1, n_anchors, 1)),
+        const("pp_anchor_cx", acx.reshape(1, n_anchors, 1)), const("pp_anchor_cy", acy.reshape(1, n_anchors, 1)),
+        const("pp_weights", [wx, wy, ww, wh]), const("pp_clip", clip), const("pp_half", 0.5),
+        const("pp_lo", [0.0, 0.0, 0.0, 0.0]), const("pp_hi", [w, h, w, h]),
+        const("pp_s0", [0], np.int64), const("pp_s4", [4], np.int64), const("pp_s1", [1], np.int64),
+        const("pp_sC", [4 + classes], np.int64), const("pp_c1", [classes], np.int64), const("pp_ax2", [2], np.int64),
+        const("pp_max_out", [int(det.detections_per_img)], np.int64),
+        const("pp_iou", [float(det.nms_thresh)]), const("pp_score", [float(det.score_thresh)]),
+        const("pp_one", [1], np.int64), const("pp_two", [2], np.int64), const("pp_label1", 1, np.int64),
+        const("pp_per_img", [int(det.detections_per_img)], np.int64), const("pp_split4", [1, 1, 1, 1], np.int64),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Slice", [raw_name, "pp_s0", "pp_s4", "pp_ax2"], ["pp_deltas"]),
+        n("Slice", [raw_name, "pp_s4", "pp_sC", "pp_ax2"], ["pp_logits"]),
+        n("Div", ["pp_deltas", "pp_weights"], ["pp_d"]),
+        n("Split", ["pp_d", "pp_split4"], ["pp_dx", "pp_dy", "pp_dw0", "pp_dh0"], axis=2),
+        n("Min", ["pp_dw0", "pp_clip"], ["pp_dw"]),
+        n("Min", ["pp_dh0", "pp_clip"], ["pp_dh"]),
+        n("Mul", ["pp_dx", "pp_anchor_w"], ["pp_mx"]), n("Add", ["pp_mx", "pp_anchor_cx"], ["pp_cx"]),
+        n("Mul", ["pp_dy", "pp_anchor_h"], ["pp_my"]), n("Add", ["pp_my", "pp_anchor_cy"], ["pp_cy"]),
+        n("Exp", ["pp_dw"], ["pp_ew"]), n("Mul", ["pp_ew", "pp_anchor_w"], ["pp_pw"]),
+        n("Exp", ["pp_dh"], ["pp_eh"]), n("Mul", ["pp_eh", "pp_anchor_h"], ["pp_ph"]),
+        n("Mul", ["pp_pw", "pp_half"], ["pp_hw"]), n("Mul", ["pp_ph", "pp_half"], ["pp_hh"]),
+        n("Sub", ["pp_cx", "pp_hw"], ["pp_x1"]), n("Sub", ["pp_cy", "pp_hh"], ["pp_y1"]),
+        n("Add", ["pp_cx", "pp_hw"], ["pp_x2"]), n("Add", ["pp_cy", "pp_hh"], ["pp_y2"]),
+        n("Concat", ["pp_x1", "pp_y1", "pp_x2", "pp_y2"], ["pp_box0"], axis=2),
+        n("Max", ["pp_box0", "pp_lo"], ["pp_box1"]),
+        n("Min", ["pp_box1", "pp_hi"], ["pp_boxes"]),
+        n("Softmax", ["pp_logits"], ["pp_probs"], axis=2),
+        n("Slice", ["pp_probs", "pp_s1", "pp_c1", "pp_ax2"], ["pp_fg"]),
+        n("Transpose", ["pp_fg"], ["pp_scores_t"], perm=[0, 2, 1]),
+        n("NonMaxSuppression", ["pp_boxes", "pp_scores_t", "pp_max_out", "pp_iou", "pp_score"], ["pp_sel"]),
+        n("Gather", ["pp_sel", "pp_one"], ["pp_cls2"], axis=1),
+        n("Gather", ["pp_sel", "pp_two"], ["pp_idx2"], axis=1),
+        n("Squeeze", ["pp_cls2", "pp_one"], ["pp_cls"]),
+        n("Squeeze", ["pp_idx2", "pp_one"], ["pp_idx"]),
+        n("GatherND", ["pp_scores_t", "pp_sel"], ["pp_sc_all"]),
+        n("Squeeze", ["pp_boxes", "pp_s0"], ["pp_boxes_a"]),
+        n("Gather", ["pp_boxes_a", "pp_idx"], ["pp_bx_all"], axis=0),
+        n("Add", ["pp_cls", "pp_label1"], ["pp_lab_all"]),
+        n("Shape", ["pp_sc_all"], ["pp_k_all"]),
+        n("Min", ["pp_k_all", "pp_per_img"], ["pp_k"]),
+        n("TopK", ["pp_sc_all", "pp_k"], ["scores", "pp_order"], axis=0, largest=1, sorted=1),
+        n("Gather", ["pp_bx_all", "pp_order"], ["boxes"], axis=0),
+        n("Gather", ["pp_lab_all", "pp_order"], ["labels"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "prunekit_ssd_postprocess",
+        [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, [1, n_anchors, 4 + classes])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, ["detections"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def with_postprocess(network: bytes, net: Any, size: tuple[int, int]) -> bytes:
+    """`network` (images -> raw head outputs, batch 1) followed by `postprocess_graph`: one ONNX file."""
+    import onnx
+    from onnx import compose
+
+    m = onnx.load_from_string(network)
+    if len(m.graph.output) != 1:
+        raise PrunekitError(f"the detector network has {len(m.graph.output)} outputs, expected 1")
+    dims = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim]
+    if not dims or dims[0] != 1:
+        raise PrunekitError("box decoding + NMS in ONNX is built for a static batch of 1",
+                            "export without --dynamic-batch and with a batch-1 target")
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 18)
+    post = postprocess_graph(net, size, "pp_raw", opset)
+    post.ir_version = m.ir_version
+    merged = compose.merge_models(m, post, io_map=[(m.graph.output[0].name, "pp_raw")])
+    onnx.checker.check_model(merged)
+    return merged.SerializeToString()
