@@ -49,6 +49,25 @@ def test_prefers_a_candidate_within_tolerance_closest_to_the_budget():
     assert out.met and out.info["measured_ratio"] == 0.51 and len(out.tries) == 2
 
 
+def test_a_bracket_is_closed_by_the_secant_where_proportional_steps_oscillate():
+    """A cliff in the measured latency (mobilenet_v2 at 32 px): at most a sliver of targets measures
+    near the budget. Proportional steps jump across it; the secant between the bracketing tries
+    lands on it."""
+
+    def measure(keep):
+        r = len(keep["g"]) * 0.001
+        return 0.25 + (r - 0.40) * 4.0 if r > 0.40 else 0.25  # 0.40 -> 0.25, 0.45 -> 0.45, steep between
+
+    inner = _selector(step=0.001)
+
+    def floored(target_ms):  # a target below the minimum widths selects them (floor_at_minimum)
+        return inner(max(target_ms, 0.38 * DENSE))
+
+    out = verify_selection(floored, measure, 0.6 * DENSE, DENSE, 0.35, VerifyOptions(max_tries=8))
+    assert out.met and 0.94 * 0.35 <= out.info["measured_ratio"] <= 1.03 * 0.35
+    assert len(out.tries) <= 8
+
+
 def test_bad_tolerance_is_one_line():
     with pytest.raises(PrunekitError, match="tolerance"):
         VerifyOptions(low=1.2).validate()
