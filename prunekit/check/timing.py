@@ -33,8 +33,12 @@ def target_runtime(profile: Any) -> Runtime:
 def schedule_words(timing: TimingOptions) -> str:
     if timing.mode == "interleaved":
         return "interleaved one run each (cold: each run follows the other model)"
-    block = min(timing.block, timing.repeats)
-    return f"warm: alternating blocks of {block} consecutive runs ({timing.block_warmup} untimed per block)"
+    per = -(-timing.repeats // timing.sessions)
+    block = min(timing.block, per)
+    words = f"warm: alternating blocks of {block} consecutive runs ({timing.block_warmup} untimed per block)"
+    if timing.sessions > 1:
+        words += f", in {timing.sessions} fresh sessions (ratio: the median of theirs)"
+    return words
 
 
 def measure_latency(run: LoadedRun, profile: Any, dense_onnx: Path, pruned_onnx: Path,
@@ -55,6 +59,7 @@ def measure_latency(run: LoadedRun, profile: Any, dense_onnx: Path, pruned_onnx:
         "pruned": pair.pruned.to_dict(),
         "ratio": pair.ratio,
         "ratio_spread": pair.spread(),
+        "session_ratios": pair.session_ratios,
         "speedup": 1.0 / pair.ratio if pair.ratio > 0 else None,
         "notes": rt.notes(ex),
     }
