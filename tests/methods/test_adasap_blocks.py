@@ -84,13 +84,16 @@ def test_radii_for_parameters_global_and_per_layer():
     torch.testing.assert_close(per[b], torch.tensor([1.0, 0.0, 1.0 / 3.0]))
 
 
-def test_neuron_radii_drive_sam_per_channel():
+@pytest.mark.parametrize("mode, scale", [("neuron", 1.0), ("network", 3 ** -0.5)])
+def test_neuron_radii_drive_sam_per_channel(mode, scale):
+    """neuron: the paper's eq. 6, every neuron's ball has its full radius; network (the default):
+    the same radii divided by sqrt(neurons), so the whole perturbation is at most rho_max."""
     torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3)
     with torch.no_grad():
         conv.weight.mul_(torch.tensor([0.1, 1.0, 3.0]).view(3, 1, 1, 1))  # distinct magnitudes
     conv.bias.requires_grad_(False)
-    rho, groups = neuron_radius_fn(conv, torch.zeros(1, 2, 5, 5), RHO_MIN, RHO_MAX_ASAM)
+    rho, groups = neuron_radius_fn(conv, torch.zeros(1, 2, 5, 5), RHO_MIN, RHO_MAX_ASAM, mode)
     assert groups == []  # no BatchNorm: each conv row is a neuron on its own
     sam = SAM([conv.weight], torch.optim.SGD(conv.parameters(), lr=0.1), rho=rho, adaptive=True)
     before = conv.weight.detach().clone()
@@ -99,7 +102,9 @@ def test_neuron_radii_drive_sam_per_channel():
     eps = conv.weight.detach() - before
     t = before.abs() + 0.01
     ball = (eps / t).flatten(1).norm(dim=1)
-    expected = channel_radii(magnitude_scores(before), RHO_MIN, RHO_MAX_ASAM)
+    expected = channel_radii(magnitude_scores(before), RHO_MIN, RHO_MAX_ASAM) * scale
     torch.testing.assert_close(ball, expected, rtol=1e-4, atol=1e-6)
+    if mode == "network":
+        assert float(ball.norm()) <= RHO_MAX_ASAM
     assert ball[0] > ball[1] > ball[2]  # smallest channel gets the largest ball
     sam.restore()
