@@ -73,7 +73,6 @@ CORRUPTIONS = ["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compre
 MATCH_TOL = 0.02
 # five fresh sessions per pair, the median of their ratios: at 32 px one session's ratio is 15-35 % off
 TIMING = TimingOptions(sessions=5)
-skipped: list[str] = []
 
 
 @dataclass
@@ -97,7 +96,7 @@ def evaluate(model: nn.Module, data, seed: int) -> tuple[float, float]:
     return rep.clean_accuracy, rep.mean_corruption_accuracy
 
 
-def write(results: list[Result], out: Path) -> str:
+def write(results: list[Result], out: Path, skipped: list[str]) -> str:
     """Write the CSV and the markdown summary (after every pair, so a stopped run keeps its rows)."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "equal_latency.csv", "w", newline="") as fh:
@@ -111,7 +110,8 @@ def write(results: list[Result], out: Path) -> str:
     return text
 
 
-def run(args: argparse.Namespace) -> list[Result]:
+def run(args: argparse.Namespace) -> tuple[list[Result], list[str]]:
+    """The results, and the (model, budget, seed) pairs halp refused."""
     data = load_data("digits")
     size = data.input_size
     shape = (1, 3, size, size)
@@ -120,7 +120,15 @@ def run(args: argparse.Namespace) -> list[Result]:
     ex = Execution(threads=1)
     steps_per_epoch = math.ceil(len(data.train_set) / args.batch_size)
     results: list[Result] = []
+    skipped: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="prunekit-eqlat-"))
+
+    def side_by_side(tp_model: nn.Module, halp_model: nn.Module) -> float:
+        # halp's latency over tp-r8's, the two timed against each other. Both fit in cache, so this
+        # ratio is stable where each one's ratio to the memory-bound dense model drifts with the
+        # host's memory traffic (+-15 % between minutes at 32 px).
+        return ort.time_pair(ModelRef(module=tp_model), ModelRef(module=halp_model), shape, ex, TIMING).ratio
+
     for seed in args.seeds:  # seeds outer: a run stopped early has every model at the same seeds
         for name in args.models:
             torch.manual_seed(seed)
@@ -150,12 +158,8 @@ def run(args: argparse.Namespace) -> list[Result]:
                 try:
                     compress(settings, out, force=True, quiet=True)
                     halp = load_run(out).pruned.eval()
-                    if tp_first is not None:
-                        # Equal latency checked directly: halp timed against tp-r8 side by side (both in
-                        # cache: stable where each one's ratio to the memory-bound dense model drifts with
-                        # the host's memory traffic, +-15 % between minutes at 32 px). One correction.
-                        rel = ort.time_pair(ModelRef(module=tp_first[2]), ModelRef(module=halp), shape, ex,
-                                            TIMING).ratio
+                    if tp_first is not None:  # equal latency checked directly; one correction
+                        rel = side_by_side(tp_first[2], halp)
                         if abs(rel - 1.0) > MATCH_TOL * 2.5:
                             settings = settings.model_copy(update={"latency_budget": round(halp_budget / rel, 4)})
                             compress(settings, out, force=True, quiet=True)
@@ -184,17 +188,14 @@ def run(args: argparse.Namespace) -> list[Result]:
                 t_clean, t_cor = evaluate(tpm, data, seed)
                 results.append(Result(name, budget, seed, "tp-r8", t_ratio, t_macs / dmacs, t_params / dparams,
                                       t_clean, t_cor, r))
-                # Equal latency, checked directly: the two pruned models timed against each other. Both fit
-                # in cache, so this ratio is stable where each one's ratio to the memory-bound dense
-                # model moves with the host's memory traffic (+-15 % between minutes at 32 px).
-                results[-2].vs_tp = ort.time_pair(ModelRef(module=tpm), ModelRef(module=halp), shape, ex, TIMING).ratio
+                results[-2].vs_tp = side_by_side(tpm, halp)  # after fine-tuning: the reported check
                 for res in results[-2:]:
                     print(f"{res.model:<13} b={res.budget:.2f} seed {res.seed} {res.method:<6} measured "
                           f"{res.measured_ratio:.3f} MACs {res.macs_ratio:.3f} clean {res.clean:.4f} "
                           f"corrupted {res.corrupted:.4f}" + (f" halp/tp latency {res.vs_tp:.3f}" if res.vs_tp else ""),
                           flush=True)
-                write(results, Path(args.out))
-    return results
+                write(results, Path(args.out), skipped)
+    return results, skipped
 
 
 def _ms(values: list[float]) -> str:
@@ -250,11 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    results = run(args)
+    results, skipped = run(args)
     if not results:
         print("\n".join(["nothing was measured:", *skipped]))
         return 1
-    print(write(results, Path(args.out)))
+    print(write(results, Path(args.out), skipped))
     return 0
 
 

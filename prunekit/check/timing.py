@@ -33,8 +33,7 @@ def target_runtime(profile: Any) -> Runtime:
 def schedule_words(timing: TimingOptions) -> str:
     if timing.mode == "interleaved":
         return "interleaved one run each (cold: each run follows the other model)"
-    per = -(-timing.repeats // timing.sessions)
-    block = min(timing.block, per)
+    block = min(timing.block, timing.per_session().repeats)
     words = f"warm: alternating blocks of {block} consecutive runs ({timing.block_warmup} untimed per block)"
     if timing.sessions > 1:
         words += f", in {timing.sessions} fresh sessions (ratio: the median of theirs)"

@@ -144,6 +144,12 @@ class TimingOptions:
             raise PrunekitError(f"--block must be >= 1 and block warm-up >= 0, got {self.block} and {self.block_warmup}")
         return self
 
+    def per_session(self) -> TimingOptions:
+        """The options of one of `sessions` sessions: the repeats split between them."""
+        from dataclasses import replace
+
+        return replace(self, sessions=1, repeats=max(1, -(-self.repeats // self.sessions)))
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "warmup": self.warmup, "repeats": self.repeats}
         if self.mode == "blocks":

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -179,7 +179,7 @@ class Runtime:
         ex = execution or Execution()
         if opts.sessions > 1:  # fresh sessions, repeats split between them; the export is made once
             d, p = as_ref(dense), as_ref(pruned)
-            per = replace(opts, sessions=1, repeats=max(1, -(-opts.repeats // opts.sessions)))
+            per = opts.per_session()
             return combine_sessions([self.time_pair(d, p, input_shape, ex, per, pruned_input_shape)
                                      for _ in range(opts.sessions)])
         a = self.timer(as_ref(dense), input_shape, ex, opts.clock)

@@ -332,7 +332,7 @@ def select_for_latency(
     if min_ms > target_ms * (1.0 - fill_tolerance):  # exact when it decides reachability
         min_ms = predict_for_keep(graph, widths_to_keep(scores, min_widths), profile, input_shape)
     if min_ms > target_ms and floor_at_minimum:
-        return LatencySelection(widths_to_keep(scores, min_widths), min_ms, target_ms, 1)
+        return LatencySelection(widths_to_keep(scores, min_widths), min_ms, target_ms, 0, exact_predictions=1)
     if min_ms > target_ms:
         raise PrunekitError(
             f"latency goal {target_ms:.3f} ms is below what {graph.model_name} reaches on {profile.name} "

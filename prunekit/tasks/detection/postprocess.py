@@ -63,10 +63,10 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
         const("pp_lo", [0.0, 0.0, 0.0, 0.0]), const("pp_hi", [w, h, w, h]),
         const("pp_s0", [0], np.int64), const("pp_s4", [4], np.int64), const("pp_s1", [1], np.int64),
         const("pp_sC", [4 + classes], np.int64), const("pp_c1", [classes], np.int64), const("pp_ax2", [2], np.int64),
-        const("pp_max_out", [int(det.detections_per_img)], np.int64),
+        const("pp_max_det", [int(det.detections_per_img)], np.int64),
         const("pp_iou", [float(det.nms_thresh)]), const("pp_score", [float(det.score_thresh)]),
         const("pp_one", [1], np.int64), const("pp_two", [2], np.int64), const("pp_label1", 1, np.int64),
-        const("pp_per_img", [int(det.detections_per_img)], np.int64), const("pp_split4", [1, 1, 1, 1], np.int64),
+        const("pp_split4", [1, 1, 1, 1], np.int64),
     ]
     n = helper.make_node
     nodes = [
@@ -89,7 +89,7 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
         n("Softmax", ["pp_logits"], ["pp_probs"], axis=2),
         n("Slice", ["pp_probs", "pp_s1", "pp_c1", "pp_ax2"], ["pp_fg"]),
         n("Transpose", ["pp_fg"], ["pp_scores_t"], perm=[0, 2, 1]),
-        n("NonMaxSuppression", ["pp_boxes", "pp_scores_t", "pp_max_out", "pp_iou", "pp_score"], ["pp_sel"]),
+        n("NonMaxSuppression", ["pp_boxes", "pp_scores_t", "pp_max_det", "pp_iou", "pp_score"], ["pp_sel"]),
         n("Gather", ["pp_sel", "pp_one"], ["pp_cls2"], axis=1),
         n("Gather", ["pp_sel", "pp_two"], ["pp_idx2"], axis=1),
         n("Squeeze", ["pp_cls2", "pp_one"], ["pp_cls"]),
@@ -99,7 +99,7 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
         n("Gather", ["pp_boxes_a", "pp_idx"], ["pp_bx_all"], axis=0),
         n("Add", ["pp_cls", "pp_label1"], ["pp_lab_all"]),
         n("Shape", ["pp_sc_all"], ["pp_k_all"]),
-        n("Min", ["pp_k_all", "pp_per_img"], ["pp_k"]),
+        n("Min", ["pp_k_all", "pp_max_det"], ["pp_k"]),
         n("TopK", ["pp_sc_all", "pp_k"], ["scores", "pp_order"], axis=0, largest=1, sorted=1),
         n("Gather", ["pp_bx_all", "pp_order"], ["boxes"], axis=0),
         n("Gather", ["pp_lab_all", "pp_order"], ["labels"], axis=0),
