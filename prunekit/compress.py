@@ -183,6 +183,17 @@ def compress_model(
             "budget": s.latency_budget,
             "met": pruned_metrics["predicted_latency_ms"] <= target_ms + 1e-9,
         }
+        if goal.calibration is not None and goal.dense_ms:
+            from prunekit.latency.subnets import calibrated_ratio
+
+            predicted = pruned_metrics["predicted_latency_ms"] / float(goal.dense_ms)
+            report["goal"]["calibration"] = {
+                "subnets": [list(p) for p in goal.calibration.points],
+                "date": goal.calibration.date,
+                "aimed_ratio": round(target_ms / float(goal.dense_ms), 5),
+                "predicted_ratio": round(predicted, 5),
+                "calibrated_ratio": round(calibrated_ratio(goal.calibration, predicted), 5),
+            }
         if timed is not None:
             report["goal"]["measured_ratio"] = round(timed["ratio"], 5)
             report["goal"]["measured_how"] = timed["how"]
@@ -208,8 +219,9 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
 
     size = (int(example.shape[-2]), int(example.shape[-1]))
     shape = (1, 3, *size)
+    calibrate = s.subnets if s.goal_is_latency and s.latency_budget is not None else 0
     profile = resolve_target(s.target, model, s.model, shape, _num_outputs(model, example), console=console,
-                             quiet=quiet)
+                             quiet=quiet, subnets=calibrate)
     shape = (profile.batch_size, 3, *size)
     if not s.goal_is_latency:
         dense_ms = predict_latency(model, profile, shape, model_hint=s.model).total_ms
@@ -222,6 +234,18 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
     graph = PruningGraph(copy.deepcopy(model), example, s.model)
     dense_ms = predict_current(graph, profile, shape).total_ms
     target_ms = s.latency_ms if s.latency_ms is not None else dense_ms * float(s.latency_budget or 1.0)
+    calibration = None
+    if calibrate:
+        from prunekit.latency.subnets import find_calibration, predicted_target
+
+        calibration = find_calibration(profile, model, shape, dense_ms)
+        if calibration is not None:
+            aim = predicted_target(calibration, float(s.latency_budget))  # type: ignore[arg-type]
+            target_ms = dense_ms * aim
+            if not quiet and console is not None:
+                console.print(f"calibrated on {len(calibration.points)} pruned copies of {s.model} timed on "
+                              f"{profile.name} ({calibration.date}): a measured {s.latency_budget} of dense is "
+                              f"predicted {aim:.3f}; selecting at {target_ms:.3f} ms", highlight=False)
     measure = None
     if s.verify or s.measure_cmd:
         import tempfile
@@ -246,7 +270,8 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
     return Goal(kind="latency", round_to=s.round_to, profile=profile, input_shape=shape,
                 target_ms=target_ms, dense_ms=dense_ms, measure=measure,
                 budget=budget,
-                verify=VerifyOptions(max_tries=s.verify_tries) if measure is not None else None)
+                verify=VerifyOptions(max_tries=s.verify_tries) if measure is not None else None,
+                calibration=calibration)
 
 
 def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:

@@ -537,6 +537,20 @@ def select_by_ratio(
     }
 
 
+def candidate_widths(width: int, round_to: int, min_width: int, step: int = 1) -> list[int]:
+    """Widths a group may be pruned to: multiples of `round_to` (and of the group's own `step`,
+    e.g. channels per conv group), plus the full width, all >= min_width."""
+    step = max(1, int(step))
+    unit = math.lcm(max(1, round_to), step)
+    if unit > width and step > 1:
+        unit = step
+    cands = {k for k in range(unit, width + 1, unit) if k >= min_width}
+    if not cands:
+        cands = {k for k in range(unit, width + 1, unit)}
+    cands.add(width)
+    return sorted(cands)
+
+
 def kept_width(width: int, keep_fraction: float, round_to: int = 1, min_keep: int = 1, step: int = 1) -> int:
     """Channels kept of `width` at `keep_fraction`, rounded to a multiple of `round_to` where the
     group is wider than `round_to` (never below `min_keep`, never above `width`), then to a

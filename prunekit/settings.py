@@ -71,6 +71,8 @@ class CompressSettings(BaseModel):
     verify_tries: int = 4
     measure_cmd: str | None = None
     measure_timeout: float = 600.0
+    # end-to-end calibration of the model's predictions on sampled pruned copies (prunekit.latency.subnets)
+    subnets: int = 6
     # the method's own options, validated by its options model (defaults filled in)
     method_options: dict[str, Any] = Field(default_factory=dict)
     _options: Any = PrivateAttr(default=None)
@@ -175,6 +177,8 @@ class CompressSettings(BaseModel):
                              "dense model) on --target")
         if not 1 <= self.verify_tries <= 20:
             raise ValueError(f"--verify-tries must be between 1 and 20, got {self.verify_tries}")
+        if not 0 <= self.subnets <= 64:
+            raise ValueError(f"--subnets must be between 0 and 64, got {self.subnets}")
         if not (self.measure_timeout > 0 and math.isfinite(self.measure_timeout)):
             raise ValueError(f"--measure-timeout must be a positive number of seconds, got {self.measure_timeout}")
         if self.measure_cmd is not None and "{onnx}" not in self.measure_cmd and "{onnx_name}" not in self.measure_cmd:
@@ -306,7 +310,7 @@ def main_job_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_ADDED_LATER = ("verify", "verify_tries", "measure_cmd", "measure_timeout", "task")
+_ADDED_LATER = ("verify", "verify_tries", "measure_cmd", "measure_timeout", "task", "subnets")
 
 
 def upgrade_settings_dict(stored: Mapping[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,7 @@ def compress(
     verify_tries: int = typer.Option(4, help="Most selections --verify / --measure-cmd make."),
     measure_cmd: str | None = typer.Option(None, help="Like --verify, but time each candidate with this shell command (on the device): {onnx} / {dense_onnx} are the candidate and dense ONNX files, {onnx_name} / {dense_onnx_name} their names; it must print `prunekit measure ... --json` output, e.g. \"scp {onnx} {dense_onnx} orin:/tmp/ && ssh orin prunekit measure /tmp/{onnx_name} --baseline /tmp/{dense_onnx_name} --target jetson-orin --json\"."),
     measure_timeout: float = typer.Option(600.0, help="Seconds one --measure-cmd call may take."),
+    subnets: int = typer.Option(6, help="End-to-end calibration of a --latency-budget: N randomly pruned copies of the model timed against it on the target. On --target local they are timed here on first use (a few seconds at 32x32); on other targets the profile's own (from `prunekit profile --subnets` on the device) is used where it has one. The budget is then aimed through the measured curve. 0: the table alone."),
     out: Path | None = typer.Option(None, help="Run folder (default: export/<model>-<data>-<method>[-<target>])."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a run."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the same folder from its last checkpoint (a finished run: print its report, nothing recomputed)."),
@@ -96,6 +97,7 @@ def compress(
         pretrain_epochs=pretrain_epochs, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         finetune_optimizer=finetune_optimizer, rho=rho, sam_every=sam_every, method_options=options,
         verify=verify, verify_tries=verify_tries, measure_cmd=measure_cmd, measure_timeout=measure_timeout,
+        subnets=subnets,
     )
     console = ui(json_out)
     report = run_compress(settings, out, resume=resume, force=force, console=console)

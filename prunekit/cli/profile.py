@@ -82,6 +82,11 @@ def profile_cmd(
     no_calibrate: bool = typer.Option(
         False, "--no-calibrate", help="Skip the runtime's calibration of the non-layer ops (ONNX Runtime's priced graph)."
     ),
+    subnets: int = typer.Option(
+        6, "--subnets", min=0, max=64,
+        help="Then time this many randomly pruned copies of the model against it end to end and keep them in the "
+        "profile: `compress --latency-budget` on this model aims through that measured curve (0: skip).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Measure every layer a model needs on this machine and add it to a target's profile.
@@ -110,6 +115,7 @@ def profile_cmd(
         console=console,
         progress=True,
         device=device,
+        subnets=subnets,
     )
     if json_out:
         emit_json(run.to_dict())
@@ -136,6 +142,9 @@ def profile_cmd(
             f"measured {run.dense_measured_ms:.3f} ms, predicted "
             f"{pred if pred is None else f'{pred:.3f}'} ms{err}",
         )
+    if run.subnets:
+        table.add_row("pruned copies (predicted -> measured of dense)",
+                      ", ".join(f"{p:.3f} -> {m:.3f}" for p, m in run.subnets))
     if run.seeded_from:
         table.add_row("seeded from", run.seeded_from)
     console.print(table)

@@ -6,8 +6,9 @@ Runtime version and thread count (`local-<key>.json`), so a laptop, a CI runner 
 on another host each get their own. When a compress needs layers it lacks, they are measured
 here and then (a progress bar and a line say so), on a coarser channel grid than
 `prunekit profile`'s default (step 16 up to 32 channels, 8 coarse points above) so a first run
-stays within minutes; `prunekit profile --target local` refines it. Any other target is loaded
-as it is: its missing layers are an error whose message gives the command to measure them.
+stays within minutes; `prunekit profile --target local` refines it. A compress toward a latency
+budget also times a few sampled pruned copies of its model here once (`latency.subnets`), which
+calibrates that model's predictions. Any other target is loaded as it is: its missing layers are an error whose message gives the command to measure them.
 """
 
 from __future__ import annotations
@@ -44,8 +45,13 @@ def resolve_target(
     num_classes: int,
     console: Console | None = None,
     quiet: bool = False,
+    subnets: int = 0,
 ) -> Profile:
-    """The profile of target `name`; for `local`, measured here first where `model` needs it."""
+    """The profile of target `name`; for `local`, measured here first where `model` needs it.
+
+    With `subnets` > 0, `local` also times that many sampled pruned copies of `model` end to end
+    on first use (`prunekit.latency.subnets`), which calibrates this model's predictions.
+    """
     if name != LOCAL:
         return load_profile(name)
     if input_shape[0] != 1:
@@ -53,16 +59,25 @@ def resolve_target(
     path = local_profile_path()
     profile = read_profile_file(path) if path.is_file() else None
     missing = missing_layers(profile, model, input_shape) if profile is not None else ["(all)"]
-    if not missing and profile is not None and profile.constant.method != "fixed":
-        return profile
-    from prunekit.latency.profiler import profile_model
-
     console = console or Console(stderr=True)
-    if not quiet:
-        what = "every layer" if profile is None else f"{len(missing)} layer kind(s)"
-        console.print(f"target local: measuring {what} of {model_spec} at {input_shape[2]}x{input_shape[3]} on this "
-                      f"CPU with ONNX Runtime (first use; kept in {path})", highlight=False)
-    profile_model(LOCAL, "onnxruntime", model, (int(input_shape[2]), int(input_shape[3])),
-                  num_classes=num_classes, threads=LOCAL_THREADS, out=path, console=console, progress=not quiet,
-                  model_label=model_spec, **LAZY_GRID)
-    return read_profile_file(path)
+    hw = (int(input_shape[2]), int(input_shape[3]))
+    if missing or profile is None or profile.constant.method == "fixed":
+        from prunekit.latency.profiler import profile_model
+
+        if not quiet:
+            what = "every layer" if profile is None else f"{len(missing)} layer kind(s)"
+            console.print(f"target local: measuring {what} of {model_spec} at {hw[0]}x{hw[1]} on this "
+                          f"CPU with ONNX Runtime (first use; kept in {path})", highlight=False)
+        profile_model(LOCAL, "onnxruntime", model, hw, num_classes=num_classes, threads=LOCAL_THREADS, out=path,
+                      console=console, progress=not quiet, model_label=model_spec, **LAZY_GRID)
+        profile = read_profile_file(path)
+    if subnets > 0:
+        from prunekit.latency.subnets import find_calibration
+
+        if find_calibration(profile, model, input_shape) is None:
+            from prunekit.latency.profiler import calibrate_subnets, model_key
+
+            quiet_console = Console(stderr=True, quiet=True) if quiet else console
+            profile = calibrate_subnets(path, model, input_shape, model_key(model_spec, hw, num_classes), subnets,
+                                        quiet_console)
+    return profile

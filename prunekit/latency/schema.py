@@ -134,6 +134,30 @@ class OpCost(_Model):
     samples: int = Field(ge=0, default=0)
 
 
+class SubnetCalibration(_Model):
+    """End-to-end calibration of one model: sampled pruned copies, predicted vs measured.
+
+    `points` are [predicted ratio, measured ratio] (pruned / dense, both on this profile's
+    device) of `len(points)` copies with random per-group widths; the predictor maps a
+    prediction through their monotone fit (prunekit.latency.subnets). Measured on the device,
+    against the table as it was then: once the dense prediction moves (cells or the constant
+    re-measured), the calibration is stale and is not used.
+    """
+
+    points: list[tuple[float, float]] = Field(min_length=1)
+    dense_predicted_ms: float = Field(gt=0, description="the table's dense prediction when calibrated (stale if it moved)")
+    sessions: int = Field(ge=1, default=1)
+    seed: int = 0
+    date: str = ""
+
+    @field_validator("points")
+    @classmethod
+    def _ratios(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if any(not (p > 0 and m > 0) for p, m in v):
+            raise ValueError("calibration ratios must be positive")
+        return sorted(v)
+
+
 class ModelRecord(_Model):
     """A model this profile was built for, with its dense end-to-end check."""
 
@@ -145,6 +169,7 @@ class ModelRecord(_Model):
     dense_measured_ms: float | None = None
     dense_measured_fast_ms: float | None = Field(default=None, description="mean of the fastest 30 % of runs")
     dense_predicted_ms: float | None = None
+    subnets: SubnetCalibration | None = Field(default=None, description="end-to-end calibration on sampled subnets")
 
 
 class Constant(_Model):

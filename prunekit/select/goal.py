@@ -46,6 +46,8 @@ class Goal:
     measure: Callable[[PruningGraph, dict[str, torch.Tensor]], float] | None = None
     budget: float | None = None
     verify: Any = None
+    # The profile's end-to-end calibration of this model (latency.subnets), when the target was aimed through it.
+    calibration: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("ratio", "latency"):

@@ -35,7 +35,7 @@ from prunekit.errors import PrunekitError
 from prunekit.latency.layers import OP_DWCONV, LayerSpec, enumerate_layers
 from prunekit.latency.predict import LatencyPrediction, predict_latency
 from prunekit.latency.profile import Profile
-from prunekit.pruning import PruningGraph
+from prunekit.pruning import PruningGraph, candidate_widths
 from prunekit.select.knapsack import solve_grouped_knapsack
 
 
@@ -49,20 +49,6 @@ class LatencySelection:
     iterations: int
     exact_predictions: int = 0
     trace: list[dict[str, float]] = field(default_factory=list)
-
-
-def candidate_widths(width: int, round_to: int, min_width: int, step: int = 1) -> list[int]:
-    """Widths a group may be pruned to: multiples of `round_to` (and of the group's own `step`,
-    e.g. channels per conv group), plus the full width, all >= min_width."""
-    step = max(1, int(step))
-    unit = math.lcm(max(1, round_to), step)
-    if unit > width and step > 1:
-        unit = step
-    cands = {k for k in range(unit, width + 1, unit) if k >= min_width}
-    if not cands:
-        cands = {k for k in range(unit, width + 1, unit)}
-    cands.add(width)
-    return sorted(cands)
 
 
 def _group_step(graph: PruningGraph, name: str) -> int:

@@ -94,3 +94,31 @@ def test_settings_for_detection() -> None:
             make_settings(task="detection", method=method)
     with pytest.raises(PrunekitError, match="unknown task"):
         make_settings(task="segmentation")
+
+
+def test_a_detector_meets_a_measured_budget_and_passes_the_check_gate(cli, tmp_path, monkeypatch):
+    """`--target local --verify` times the detector's candidates here, and `check` gates its
+    exported network (mAP clean and corrupted, speedup) against a baseline, as for classifiers."""
+    monkeypatch.setenv("PRUNEKIT_PROFILE_DIR", str(tmp_path / "profiles"))
+    run = tmp_path / "fcos"
+    res = cli(["compress", "--task", "detection", "--model", "tinydetectors:tiny_fcos", "--data", "shapes:8",
+               "--input-size", "64", "--pretrain-epochs", "0", "--epochs", "0", "--batch-size", "8",
+               "--target", "local", "--latency-budget", "0.88", "--verify", "--verify-tries", "3", "--subnets", "3",
+               "--method", "magnitude", "--out", str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    step = report["method"]["steps"][-1]
+    assert 1 <= len(step["verify"]) <= 3 and all(t["measured_ratio"] > 0 for t in step["verify"])
+    assert len(report["goal"]["calibration"]["subnets"]) == 3
+    assert report["goal"]["measured_ratio"] < 1.0 and "map" in report["pruned"]
+    args = ["check", str(run), "--target", "local", "--corruptions", "gaussian_noise", "--severities", "3",
+            "--repeats", "20", "--sessions", "2", "--no-plot", "--json"]
+    first = cli(args)
+    assert first.exit_code == 0, first.output
+    record = json.loads(first.stdout[first.stdout.index("{"):])
+    assert record["accuracy"]["metric"].startswith("mAP") and record["latency"]["speedup"] > 0
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text((run / "check.json").read_text())
+    gated = cli([*args, "--baseline", str(baseline), "--max-latency-regression", "0.5"])
+    assert gated.exit_code == 0, gated.output
+    assert json.loads(gated.stdout[gated.stdout.index("{"):])["gate"]["passed"]

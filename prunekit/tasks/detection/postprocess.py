@@ -1,25 +1,27 @@
-"""SSD box decoding and NMS as an ONNX subgraph, appended to the exported network.
+"""Box decoding and NMS as an ONNX subgraph, appended to the exported network.
 
 A TensorRT / ONNX Runtime deployment runs the network and then decodes boxes and suppresses
 overlaps. `network.onnx` stops at the raw head outputs (`DetectorNet`); `with_postprocess`
-appends the rest as standard ONNX ops, so one file goes from [0, 1] images to detections:
+appends the rest as standard ONNX ops, so one file goes from [0, 1] images to detections. Per
+family, as torchvision's `postprocess_detections` does it for one image:
 
-    raw [1, A, 4 + C] -> Slice: box deltas [1, A, 4], class logits [1, A, C]
-    deltas / (wx, wy, ww, wh), dw / dh clamped at log(1000/16), centre-size decoding against the
-      anchors (constants: they depend on the input size only), clipped to the image   -> boxes [1, A, 4]
-    Softmax over the classes, background (class 0) dropped, transposed            -> scores [1, C - 1, A]
+    raw [1, A, 4 (+ 1 centerness for FCOS) + C] -> Slice: box deltas [1, A, 4], class logits [1, A, C]
+    boxes   SSD, RetinaNet: deltas / (wx, wy, ww, wh), dw / dh clamped at log(1000/16), centre-size
+              decoding against the anchors (constants: they depend on the input size only)
+            FCOS: left / top / right / bottom distances x the anchor's size from its centre
+            then clipped to the image                                               -> boxes [1, A, 4]
+    scores  SSD: Softmax over the classes, background (class 0) dropped; labels 1-based
+            RetinaNet: Sigmoid; FCOS: sqrt(sigmoid(class) x sigmoid(centerness)); labels 0-based
+            transposed                                                              -> scores [1, C', A]
     NonMaxSuppression(boxes, scores, per-class max, iou = nms_thresh, score > score_thresh)
     Gather / GatherND of the kept boxes and scores; TopK by score to detections_per_img
-    outputs: boxes [K, 4] (xyxy, input pixels), scores [K], labels [K] (int64, 1-based as torchvision)
+    outputs: boxes [K, 4] (xyxy, input pixels), scores [K], labels [K] (int64, as torchvision's)
 
-This is torchvision's `SSD.postprocess_detections` for one image, with one documented difference:
-torchvision keeps the `topk_candidates` best boxes per class *before* NMS, ONNX's NonMaxSuppression
-considers every box above the score threshold. The kept set can differ only where a class has more
-than `topk_candidates` boxes above the threshold; `export` checks the file against torchvision's
-decoding on real images (`detection_parity`'s matching) and records the result.
-
-RetinaNet and FCOS decode per feature level with sigmoid scores (and FCOS with centerness); they
-are not covered yet: their export stays network-only, with a note.
+One documented difference: torchvision keeps the `topk_candidates` best boxes (per class for SSD,
+per feature level for RetinaNet / FCOS) *before* NMS; ONNX's NonMaxSuppression considers every
+box above the score threshold. The kept set can differ only where more than `topk_candidates`
+boxes pass the threshold; `export` checks the file against torchvision's decoding on real images
+(`detection_parity`'s matching) and records the result.
 """
 
 from __future__ import annotations
@@ -32,26 +34,26 @@ import torch
 
 from prunekit.errors import PrunekitError
 
-SUPPORTED = ("ssd",)
+SUPPORTED = ("ssd", "retinanet", "fcos")
 
 
 def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> Any:
-    """The decoding + NMS graph of an SSD-family `DetectorNet` at input `size`, input `raw_name`."""
+    """The decoding + NMS graph of a `DetectorNet` (SSD, RetinaNet, FCOS) at input `size`, input `raw_name`."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if net.family not in SUPPORTED:
         raise PrunekitError(f"box decoding + NMS in ONNX covers {', '.join(SUPPORTED)} detectors, not {net.family}")
     det = net.detector
+    family = net.family
     anchors, _ = net.anchors(size, torch.device("cpu"))
     a = anchors.double().numpy()
     aw, ah = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
     acx, acy = a[:, 0] + 0.5 * aw, a[:, 1] + 0.5 * ah
     n_anchors = a.shape[0]
     classes = int(net.num_classes)
+    head = 4 + (1 if family == "fcos" else 0)  # box deltas (+ centerness) before the class logits
     h, w = int(size[0]), int(size[1])
-    wx, wy, ww, wh = (float(v) for v in det.box_coder.weights)
-    clip = float(getattr(det.box_coder, "bbox_xform_clip", math.log(1000.0 / 16)))
 
     def const(name: str, value: Any, dtype: Any = np.float32) -> Any:
         return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
@@ -59,35 +61,62 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
     inits = [
         const("pp_anchor_w", aw.reshape(1, n_anchors, 1)), const("pp_anchor_h", ah.reshape(1, n_anchors, 1)),
         const("pp_anchor_cx", acx.reshape(1, n_anchors, 1)), const("pp_anchor_cy", acy.reshape(1, n_anchors, 1)),
-        const("pp_weights", [wx, wy, ww, wh]), const("pp_clip", clip), const("pp_half", 0.5),
-        const("pp_lo", [0.0, 0.0, 0.0, 0.0]), const("pp_hi", [w, h, w, h]),
-        const("pp_s0", [0], np.int64), const("pp_s4", [4], np.int64), const("pp_s1", [1], np.int64),
-        const("pp_sC", [4 + classes], np.int64), const("pp_c1", [classes], np.int64), const("pp_ax2", [2], np.int64),
+        const("pp_half", 0.5), const("pp_lo", [0.0, 0.0, 0.0, 0.0]), const("pp_hi", [w, h, w, h]),
+        const("pp_s0", [0], np.int64), const("pp_s4", [4], np.int64),
+        const("pp_sH", [head], np.int64), const("pp_sC", [head + classes], np.int64),
+        const("pp_ax2", [2], np.int64),
         const("pp_max_det", [int(det.detections_per_img)], np.int64),
         const("pp_iou", [float(det.nms_thresh)]), const("pp_score", [float(det.score_thresh)]),
-        const("pp_one", [1], np.int64), const("pp_two", [2], np.int64), const("pp_label1", 1, np.int64),
+        const("pp_one", [1], np.int64), const("pp_two", [2], np.int64),
+        const("pp_label0", 1 if family == "ssd" else 0, np.int64),
         const("pp_split4", [1, 1, 1, 1], np.int64),
     ]
     n = helper.make_node
     nodes = [
         n("Slice", [raw_name, "pp_s0", "pp_s4", "pp_ax2"], ["pp_deltas"]),
-        n("Slice", [raw_name, "pp_s4", "pp_sC", "pp_ax2"], ["pp_logits"]),
-        n("Div", ["pp_deltas", "pp_weights"], ["pp_d"]),
-        n("Split", ["pp_d", "pp_split4"], ["pp_dx", "pp_dy", "pp_dw0", "pp_dh0"], axis=2),
-        n("Min", ["pp_dw0", "pp_clip"], ["pp_dw"]),
-        n("Min", ["pp_dh0", "pp_clip"], ["pp_dh"]),
-        n("Mul", ["pp_dx", "pp_anchor_w"], ["pp_mx"]), n("Add", ["pp_mx", "pp_anchor_cx"], ["pp_cx"]),
-        n("Mul", ["pp_dy", "pp_anchor_h"], ["pp_my"]), n("Add", ["pp_my", "pp_anchor_cy"], ["pp_cy"]),
-        n("Exp", ["pp_dw"], ["pp_ew"]), n("Mul", ["pp_ew", "pp_anchor_w"], ["pp_pw"]),
-        n("Exp", ["pp_dh"], ["pp_eh"]), n("Mul", ["pp_eh", "pp_anchor_h"], ["pp_ph"]),
-        n("Mul", ["pp_pw", "pp_half"], ["pp_hw"]), n("Mul", ["pp_ph", "pp_half"], ["pp_hh"]),
-        n("Sub", ["pp_cx", "pp_hw"], ["pp_x1"]), n("Sub", ["pp_cy", "pp_hh"], ["pp_y1"]),
-        n("Add", ["pp_cx", "pp_hw"], ["pp_x2"]), n("Add", ["pp_cy", "pp_hh"], ["pp_y2"]),
+        n("Slice", [raw_name, "pp_sH", "pp_sC", "pp_ax2"], ["pp_logits"]),
+    ]
+    if family == "fcos":  # BoxLinearCoder(normalize_by_size=True): distances x the anchor's size
+        nodes += [
+            n("Split", ["pp_deltas", "pp_split4"], ["pp_l", "pp_t", "pp_r", "pp_b"], axis=2),
+            n("Mul", ["pp_l", "pp_anchor_w"], ["pp_lw"]), n("Sub", ["pp_anchor_cx", "pp_lw"], ["pp_x1"]),
+            n("Mul", ["pp_t", "pp_anchor_h"], ["pp_th"]), n("Sub", ["pp_anchor_cy", "pp_th"], ["pp_y1"]),
+            n("Mul", ["pp_r", "pp_anchor_w"], ["pp_rw"]), n("Add", ["pp_anchor_cx", "pp_rw"], ["pp_x2"]),
+            n("Mul", ["pp_b", "pp_anchor_h"], ["pp_bh"]), n("Add", ["pp_anchor_cy", "pp_bh"], ["pp_y2"]),
+        ]
+    else:  # BoxCoder: centre-size deltas with weights, width / height clamped before the exp
+        wx, wy, ww, wh = (float(v) for v in det.box_coder.weights)
+        clip = float(getattr(det.box_coder, "bbox_xform_clip", math.log(1000.0 / 16)))
+        inits += [const("pp_weights", [wx, wy, ww, wh]), const("pp_clip", clip)]
+        nodes += [
+            n("Div", ["pp_deltas", "pp_weights"], ["pp_d"]),
+            n("Split", ["pp_d", "pp_split4"], ["pp_dx", "pp_dy", "pp_dw0", "pp_dh0"], axis=2),
+            n("Min", ["pp_dw0", "pp_clip"], ["pp_dw"]),
+            n("Min", ["pp_dh0", "pp_clip"], ["pp_dh"]),
+            n("Mul", ["pp_dx", "pp_anchor_w"], ["pp_mx"]), n("Add", ["pp_mx", "pp_anchor_cx"], ["pp_cx"]),
+            n("Mul", ["pp_dy", "pp_anchor_h"], ["pp_my"]), n("Add", ["pp_my", "pp_anchor_cy"], ["pp_cy"]),
+            n("Exp", ["pp_dw"], ["pp_ew"]), n("Mul", ["pp_ew", "pp_anchor_w"], ["pp_pw"]),
+            n("Exp", ["pp_dh"], ["pp_eh"]), n("Mul", ["pp_eh", "pp_anchor_h"], ["pp_ph"]),
+            n("Mul", ["pp_pw", "pp_half"], ["pp_hw"]), n("Mul", ["pp_ph", "pp_half"], ["pp_hh"]),
+            n("Sub", ["pp_cx", "pp_hw"], ["pp_x1"]), n("Sub", ["pp_cy", "pp_hh"], ["pp_y1"]),
+            n("Add", ["pp_cx", "pp_hw"], ["pp_x2"]), n("Add", ["pp_cy", "pp_hh"], ["pp_y2"]),
+        ]
+    nodes += [
         n("Concat", ["pp_x1", "pp_y1", "pp_x2", "pp_y2"], ["pp_box0"], axis=2),
         n("Max", ["pp_box0", "pp_lo"], ["pp_box1"]),
         n("Min", ["pp_box1", "pp_hi"], ["pp_boxes"]),
-        n("Softmax", ["pp_logits"], ["pp_probs"], axis=2),
-        n("Slice", ["pp_probs", "pp_s1", "pp_c1", "pp_ax2"], ["pp_fg"]),
+    ]
+    if family == "ssd":
+        inits += [const("pp_s1", [1], np.int64), const("pp_c1", [classes], np.int64)]
+        nodes += [n("Softmax", ["pp_logits"], ["pp_probs"], axis=2),
+                  n("Slice", ["pp_probs", "pp_s1", "pp_c1", "pp_ax2"], ["pp_fg"])]
+    elif family == "retinanet":
+        nodes += [n("Sigmoid", ["pp_logits"], ["pp_fg"])]
+    else:
+        nodes += [n("Slice", [raw_name, "pp_s4", "pp_sH", "pp_ax2"], ["pp_ctr"]),
+                  n("Sigmoid", ["pp_logits"], ["pp_pc"]), n("Sigmoid", ["pp_ctr"], ["pp_pctr"]),
+                  n("Mul", ["pp_pc", "pp_pctr"], ["pp_pp"]), n("Sqrt", ["pp_pp"], ["pp_fg"])]
+    nodes += [
         n("Transpose", ["pp_fg"], ["pp_scores_t"], perm=[0, 2, 1]),
         n("NonMaxSuppression", ["pp_boxes", "pp_scores_t", "pp_max_det", "pp_iou", "pp_score"], ["pp_sel"]),
         n("Gather", ["pp_sel", "pp_one"], ["pp_cls2"], axis=1),
@@ -97,7 +126,7 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
         n("GatherND", ["pp_scores_t", "pp_sel"], ["pp_sc_all"]),
         n("Squeeze", ["pp_boxes", "pp_s0"], ["pp_boxes_a"]),
         n("Gather", ["pp_boxes_a", "pp_idx"], ["pp_bx_all"], axis=0),
-        n("Add", ["pp_cls", "pp_label1"], ["pp_lab_all"]),
+        n("Add", ["pp_cls", "pp_label0"], ["pp_lab_all"]),
         n("Shape", ["pp_sc_all"], ["pp_k_all"]),
         n("Min", ["pp_k_all", "pp_max_det"], ["pp_k"]),
         n("TopK", ["pp_sc_all", "pp_k"], ["scores", "pp_order"], axis=0, largest=1, sorted=1),
@@ -105,8 +134,8 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
         n("Gather", ["pp_lab_all", "pp_order"], ["labels"], axis=0),
     ]
     graph = helper.make_graph(
-        nodes, "prunekit_ssd_postprocess",
-        [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, [1, n_anchors, 4 + classes])],
+        nodes, f"prunekit_{family}_postprocess",
+        [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, [1, n_anchors, head + classes])],
         [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
          helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
          helper.make_tensor_value_info("labels", TensorProto.INT64, ["detections"])],
