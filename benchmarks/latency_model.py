@@ -47,12 +47,14 @@ pruned/dense, median |predicted - measured| / measured <= 3 %, worst <= 8 %. A d
 pair per model gives the timing's own noise floor.
 
 End-to-end calibration (`--subnets N`, what `compress --latency-budget` aims through; see
-prunekit.latency.subnets): before its variants, each model gets N randomly pruned copies (random
-per-group widths, seed 0) timed against it, and every row also shows the prediction mapped through
-that measured curve. Declared before its numbers were seen (2026-12-02): the method was written
-looking at resnet18 at 32 only; it is evaluated on splits A and B, whose Torch-Pruning variants
+prunekit.latency.subnets and prunekit.select.calibrate): before its variants, each model gets up
+to N pruned copies (the latency knapsack's choices at targets between its minimum widths and 0.92
+of dense) timed against it, and every row also shows the prediction mapped through that measured
+curve. Declared before its numbers were seen (2026-12-02): the method was written looking at
+resnet18 at 32 only; it is evaluated on splits A and B, whose Torch-Pruning variants
 (HELDOUT_LEVELS) come from another sampling than the calibration's copies, with `--sessions 5`
-(the calibration's own timing) so that both sides of the ratio are timed alike.
+(the calibration's own timing) so that both sides of the ratio are timed alike. (The first
+calibration sampler, random per-group widths, was measured on both splits the same way.)
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ from prunekit.deploy.onnx import to_onnx  # noqa: E402
 from prunekit.latency.measure import TimingOptions  # noqa: E402
 from prunekit.latency.predict import predict_latency  # noqa: E402
 from prunekit.latency.profile import load_profile  # noqa: E402
-from prunekit.latency.subnets import calibrated_ratio, measure_subnets  # noqa: E402
+from prunekit.latency.subnets import calibrated_ratio  # noqa: E402
 from prunekit.models import build_model  # noqa: E402
 from prunekit.runtimes import Execution, ModelRef, get_runtime  # noqa: E402
 from prunekit.runtimes.machine import cpu_model  # noqa: E402
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="blocks: warm, alternating blocks of consecutive runs (default); interleaved: one run each")
     ap.add_argument("--sessions", type=int, default=1, help="fresh sessions per pair (repeats split between them)")
     ap.add_argument("--subnets", type=int, default=0,
-                    help="calibrate each model on N randomly pruned copies first and report the calibrated error too")
+                    help="calibrate each model on N pruned copies first (prunekit.select.calibrate: the knapsack's "
+                    "choices) and report the calibrated error too")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     console = Console(width=150)
@@ -224,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         dense_pred = predict_latency(dense, prof, shape, model_hint=name)
         calibration = None
         if args.subnets > 0:
-            calibration = measure_subnets(prof, dense, shape, args.subnets, seed=0)
+            from prunekit.pruning import PruningGraph
+            from prunekit.select.calibrate import measure_calibration
+            from prunekit.select.verify import runtime_measure
+
+            graph = PruningGraph(copy.deepcopy(dense), torch.zeros(shape), name)
+            calibration = measure_calibration(graph, prof, shape, runtime_measure(prof, shape, dense), args.subnets)
             console.print(f"  {name} {size}: calibration (predicted -> measured) "
                           + ", ".join(f"{p:.3f}->{m:.3f}" for p, m in calibration.points))
         variants: list[tuple[str, nn.Module | None, str]] = [("dense", copy.deepcopy(dense), "")]

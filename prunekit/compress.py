@@ -216,12 +216,13 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
         return Goal(kind="ratio", ratio=s.effective_prune_ratio, ratio_of=s.ratio_of, round_to=s.round_to)
     from prunekit.latency.local import resolve_target
     from prunekit.latency.predict import predict_latency
+    from prunekit.latency.store import LOCAL
 
     size = (int(example.shape[-2]), int(example.shape[-1]))
     shape = (1, 3, *size)
     calibrate = s.subnets if s.goal_is_latency and s.latency_budget is not None else 0
-    profile = resolve_target(s.target, model, s.model, shape, _num_outputs(model, example), console=console,
-                             quiet=quiet, subnets=calibrate)
+    classes = _num_outputs(model, example)
+    profile = resolve_target(s.target, model, s.model, shape, classes, console=console, quiet=quiet)
     shape = (profile.batch_size, 3, *size)
     if not s.goal_is_latency:
         dense_ms = predict_latency(model, profile, shape, model_hint=s.model).total_ms
@@ -239,6 +240,14 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
         from prunekit.latency.subnets import find_calibration, predicted_target
 
         calibration = find_calibration(profile, model, shape, dense_ms)
+        if calibration is None and s.target == LOCAL:  # measured here on first use, kept in the profile
+            from prunekit.latency.profiler import model_key
+            from prunekit.latency.store import local_profile_path
+            from prunekit.select.calibrate import calibrate_profile
+
+            calibration = calibrate_profile(local_profile_path(), profile, model, shape,
+                                            model_key(s.model, size, classes), s.subnets, s.round_to,
+                                            None if quiet else console, s.model)
         if calibration is not None:
             aim = predicted_target(calibration, float(s.latency_budget))  # type: ignore[arg-type]
             target_ms = dense_ms * aim

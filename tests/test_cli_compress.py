@@ -86,6 +86,7 @@ def test_prune_only_on_synthetic_any_classes(cli, tmp_path):
         (["--weights", "/nope/w.pt"], "not found"),
         (["--latency-budget", "1.5", "--target", "cpu-ort"], "--latency-budget"),
         (["--latency-budget", "0.5"], "needs --target"),
+        (["--subnets", "-1"], "--subnets"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(cli, tmp_path, args, message):

@@ -83,9 +83,10 @@ def profile_cmd(
         False, "--no-calibrate", help="Skip the runtime's calibration of the non-layer ops (ONNX Runtime's priced graph)."
     ),
     subnets: int = typer.Option(
-        6, "--subnets", min=0, max=64,
-        help="Then time this many randomly pruned copies of the model against it end to end and keep them in the "
-        "profile: `compress --latency-budget` on this model aims through that measured curve (0: skip).",
+        0, "--subnets", min=0, max=64,
+        help="Then time up to this many pruned copies of the model (the latency knapsack's choices at targets "
+        "from its minimum widths to 0.92 of dense) against it end to end and keep them in the profile: "
+        "`compress --latency-budget` on this model aims through that measured curve (0: skip).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
@@ -115,8 +116,17 @@ def profile_cmd(
         console=console,
         progress=True,
         device=device,
-        subnets=subnets,
     )
+    if subnets > 0:
+        from prunekit.latency.profiler import model_key
+        from prunekit.select.calibrate import calibrate_profile
+        from prunekit.tasks import resolve_task
+
+        net = resolve_task(None, model).build_model(model, num_classes).eval()
+        shape = (run.profile.batch_size, 3, hw[0], hw[1])
+        cal = calibrate_profile(run.path, run.profile, net, shape, model_key(run.model, hw, num_classes), subnets,
+                                console=console, model_name=model)
+        run.subnets = list(cal.points)
     if json_out:
         emit_json(run.to_dict())
         return

@@ -6,9 +6,10 @@ Runtime version and thread count (`local-<key>.json`), so a laptop, a CI runner 
 on another host each get their own. When a compress needs layers it lacks, they are measured
 here and then (a progress bar and a line say so), on a coarser channel grid than
 `prunekit profile`'s default (step 16 up to 32 channels, 8 coarse points above) so a first run
-stays within minutes; `prunekit profile --target local` refines it. A compress toward a latency
-budget also times a few sampled pruned copies of its model here once (`latency.subnets`), which
-calibrates that model's predictions. Any other target is loaded as it is: its missing layers are an error whose message gives the command to measure them.
+stays within minutes; `prunekit profile --target local` refines it. (A compress toward a latency
+budget then also times a few pruned copies of its model here once: `prunekit.select.calibrate`.)
+Any other target is loaded as it is: its missing layers are an error whose message gives the
+command to measure them.
 """
 
 from __future__ import annotations
@@ -45,13 +46,8 @@ def resolve_target(
     num_classes: int,
     console: Console | None = None,
     quiet: bool = False,
-    subnets: int = 0,
 ) -> Profile:
-    """The profile of target `name`; for `local`, measured here first where `model` needs it.
-
-    With `subnets` > 0, `local` also times that many sampled pruned copies of `model` end to end
-    on first use (`prunekit.latency.subnets`), which calibrates this model's predictions.
-    """
+    """The profile of target `name`; for `local`, measured here first where `model` needs it."""
     if name != LOCAL:
         return load_profile(name)
     if input_shape[0] != 1:
@@ -71,13 +67,4 @@ def resolve_target(
         profile_model(LOCAL, "onnxruntime", model, hw, num_classes=num_classes, threads=LOCAL_THREADS, out=path,
                       console=console, progress=not quiet, model_label=model_spec, **LAZY_GRID)
         profile = read_profile_file(path)
-    if subnets > 0:
-        from prunekit.latency.subnets import find_calibration
-
-        if find_calibration(profile, model, input_shape) is None:
-            from prunekit.latency.profiler import calibrate_subnets, model_key
-
-            quiet_console = Console(stderr=True, quiet=True) if quiet else console
-            profile = calibrate_subnets(path, model, input_shape, model_key(model_spec, hw, num_classes), subnets,
-                                        quiet_console)
     return profile

@@ -32,7 +32,7 @@ from prunekit.latency.layers import (
     parse_signature,
 )
 from prunekit.latency.measure import LatencyStats, TimingOptions
-from prunekit.latency.schema import MeasuredProvenance, ModelRecord, Profile, TableEntry
+from prunekit.latency.schema import MeasuredProvenance, ModelRecord, Profile, SubnetCalibration, TableEntry
 from prunekit.latency.store import (
     LOCAL,
     find_profile_path,
@@ -203,17 +203,15 @@ def profile_model(
     progress: bool = True,
     model_label: str | None = None,
     device: str = "auto",
-    subnets: int = 0,
 ) -> ProfileRun:
     """Measure every layer signature `model` needs on `runtime` and add it to profile `target`.
 
     `model_name_or_module` is any model spec `compress` takes (a torchvision name, `timm:<name>`,
     `package.module:factory`) or a module. Extends the profile at `out` (default: the user
     profile dir) incrementally: it is saved after every signature, and points already measured
-    are skipped, so rerunning an interrupted call continues it. With `subnets` > 0, that many
-    randomly pruned copies of the model are then timed against it end to end and kept in the
-    model's record (`prunekit.latency.subnets`), which calibrates predictions of this model.
-    Returns what was measured.
+    are skipped, so rerunning an interrupted call continues it. Returns what was measured.
+    (`prunekit.select.calibrate` then times pruned copies of the model end to end and keeps them
+    in its record: `prunekit profile --subnets`.)
     """
     from prunekit.progress import progress_bar
     from prunekit.runtimes import get_runtime
@@ -349,33 +347,18 @@ def profile_model(
     prof.models[key] = record
     save_profile(prof, path)
     run.profile = read_profile_file(path)
-    if subnets > 0:
-        run.profile = calibrate_subnets(path, model, input_shape, key, subnets, console)
-        cal = run.profile.models[key].subnets
-        run.subnets = list(cal.points) if cal is not None else []
     return run
 
 
-def calibrate_subnets(path: Path, model: nn.Module, input_shape: tuple[int, int, int, int], key: str, n: int,
-                      console: Console, seed: int = 0) -> Profile:
-    """Time `n` sampled pruned copies of `model` here and keep them in the profile's record `key`."""
-    from prunekit.latency.subnets import measure_subnets
-
-    prof = read_profile_file(path)
+def save_calibration(path: Path, model: nn.Module, input_shape: tuple[int, int, int, int], key: str,
+                     calibration: SubnetCalibration) -> Profile:
+    """Keep `calibration` (latency.subnets) in the record `key` of the profile at `path`."""
     layers = enumerate_layers(model, input_shape)
-    label = key.split("@")[0]
-    console.print(f"{key}: timing {n} randomly pruned copies against the dense model end to end "
-                  f"(calibrates this model's predictions)", highlight=False)
-
-    def step(i: int, pred: float, measured: float) -> None:
-        console.print(f"  copy {i + 1}/{n}: predicted {pred:.3f} of dense, measured {measured:.3f}", highlight=False)
-
-    cal = measure_subnets(prof, model, input_shape, n, seed=seed, on_step=step)
     prof = read_profile_file(path)  # what a concurrent writer added meanwhile
     if key not in prof.models or prof.models[key].arch != arch_key(layers):
-        prof.models[key] = ModelRecord(model=label, arch=arch_key(layers), input_shape=list(input_shape),
+        prof.models[key] = ModelRecord(model=key.split("@")[0], arch=arch_key(layers), input_shape=list(input_shape),
                                        num_classes=_classes(layers), signatures=len({s.signature for s in layers}))
-    prof.models[key].subnets = cal
+    prof.models[key].subnets = calibration
     save_profile(prof, path)
     return read_profile_file(path)
 

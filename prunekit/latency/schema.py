@@ -138,7 +138,7 @@ class SubnetCalibration(_Model):
     """End-to-end calibration of one model: sampled pruned copies, predicted vs measured.
 
     `points` are [predicted ratio, measured ratio] (pruned / dense, both on this profile's
-    device) of `len(points)` copies with random per-group widths; the predictor maps a
+    device) of `len(points)` pruned copies (chosen by `sampler`); the predictor maps a
     prediction through their monotone fit (prunekit.latency.subnets). Measured on the device,
     against the table as it was then: once the dense prediction moves (cells or the constant
     re-measured), the calibration is stale and is not used.
@@ -147,7 +147,7 @@ class SubnetCalibration(_Model):
     points: list[tuple[float, float]] = Field(min_length=1)
     dense_predicted_ms: float = Field(gt=0, description="the table's dense prediction when calibrated (stale if it moved)")
     sessions: int = Field(ge=1, default=1)
-    seed: int = 0
+    sampler: str = Field("random", description="how the copies were chosen (latency.subnets.SAMPLER)")
     date: str = ""
 
     @field_validator("points")

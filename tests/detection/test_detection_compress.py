@@ -109,7 +109,7 @@ def test_a_detector_meets_a_measured_budget_and_passes_the_check_gate(cli, tmp_p
     report = json.loads(res.stdout)
     step = report["method"]["steps"][-1]
     assert 1 <= len(step["verify"]) <= 3 and all(t["measured_ratio"] > 0 for t in step["verify"])
-    assert len(report["goal"]["calibration"]["subnets"]) == 3
+    assert 1 <= len(report["goal"]["calibration"]["subnets"]) <= 3
     assert report["goal"]["measured_ratio"] < 1.0 and "map" in report["pruned"]
     args = ["check", str(run), "--target", "local", "--corruptions", "gaussian_noise", "--severities", "3",
             "--repeats", "20", "--sessions", "2", "--no-plot", "--json"]

@@ -108,3 +108,23 @@ def test_predict_with_unknown_target_lists_known():
 
     with pytest.raises(PrunekitError, match="known targets: .*cpu-ort"):
         load_profile("no-such-target")
+
+
+def test_profile_times_pruned_copies_for_the_calibration(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("PRUNEKIT_PROFILE_DIR", str(tmp_path / "user"))
+    out = tmp_path / "p.json"
+    res = runner.invoke(app, ["profile", "--target", "p", "--model", "tests.test_cli_verify:small_net",
+                              "--input-size", "16", "--num-classes", "10", "--threads", "1", "--step", "16",
+                              "--subnets", "2", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    run = json.loads(res.stdout)
+    assert len(run["subnets"]) == 2 and all(p > 0 and m > 0 for p, m in run["subnets"])
+    from prunekit.latency.store import read_profile_file
+
+    record = read_profile_file(out).models["tests.test_cli_verify:small_net@16x16/c10"]
+    assert record.subnets is not None and [list(p) for p in record.subnets.points] == sorted(run["subnets"])
+    bad = runner.invoke(app, ["profile", "--target", "p", "--model", "resnet18", "--subnets", "-1",
+                              "--out", str(out)])
+    assert bad.exit_code == 2
