@@ -181,8 +181,13 @@ class PruningGraph:
         was_training = self.model.training
         self.model.eval()
         try:
+            # A network whose forward has data-dependent steps (a two-stage detector's NMS'd
+            # proposals) names a static path through the same layers for tracing.
+            static = getattr(self.model, "trace_forward", None)
+            kwargs = {"forward_fn": lambda m, x: m.trace_forward(x)} if callable(static) else {}
             with structures.tracing(self.model):
-                self.dg = _Graph().build_dependency(self.model, example_inputs=self.example_input, verbose=False)
+                self.dg = _Graph().build_dependency(self.model, example_inputs=self.example_input, verbose=False,
+                                                    **kwargs)
         finally:
             self.model.train(was_training)
 

@@ -19,6 +19,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -72,7 +73,7 @@ def _quiet() -> Any:
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (exporter errors run to pages)."""
-    text = str(exc).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch.export colours its messages
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 

@@ -505,6 +505,7 @@ def calibration_variants(model: nn.Module, input_shape: tuple[int, int, int, int
                 pruning_ratio_dict=layer_ratio,
                 ignored_layers=head,
                 round_to=round_to,
+                **({"forward_fn": lambda mod, x: mod.trace_forward(x)} if hasattr(m, "trace_forward") else {}),
             )
             pruner.step()
             variants.append(m)

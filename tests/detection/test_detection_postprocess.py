@@ -72,3 +72,40 @@ def test_a_dynamic_batch_network_is_refused_clearly(ssd):
     dyn = to_onnx(ssd, (1, 3, *SIZE), dynamic_batch=True).data
     with pytest.raises(PrunekitError, match="static batch of 1"):
         with_postprocess(dyn, ssd, SIZE)
+
+
+def test_the_faster_rcnn_subgraph_decodes_and_suppresses_as_torchvision_does():
+    """Second stage: class-specific deltas against the network's own proposals, Softmax, background
+    dropped, tiny boxes removed, per-class NMS; padded (empty) proposal slots give nothing."""
+    net = build_detector("tinydetectors:tiny_faster_rcnn", 5).eval()
+    assert net.family == "rcnn"
+    g = torch.Generator().manual_seed(0)
+    slots = net.slots()
+    xy = torch.rand(1, slots, 2, generator=g) * 48
+    wh = 4 + torch.rand(1, slots, 2, generator=g) * 16
+    proposals = torch.cat([xy, xy + wh], dim=-1)
+    proposals[:, -3:] = 0.0  # fewer proposals than slots
+    logits = torch.randn(1, slots, 5, generator=g) * 3
+    deltas = torch.randn(1, slots, 20, generator=g) * 0.5
+    deltas[0, 2, 4:8] = torch.tensor([0.0, 0.0, -20.0, 0.0])  # a box narrower than 1e-2 px: removed
+    raw = torch.cat([proposals, logits, deltas], dim=-1)
+    heads = net.detector.roi_heads
+    heads.score_thresh, heads.detections_per_img = 0.05, 10 ** 4
+    got = _run(postprocess_graph(net, SIZE, "raw", 18).SerializeToString(), {"raw": raw.numpy()})
+    ref = net.decode(raw, SIZE)[0]
+    assert 10 < len(ref["scores"]) and got["scores"].shape == ref["scores"].shape
+    matched, total, box_diff, score_diff = match_detections([ref], [got])
+    assert total > 0 and matched == total
+    assert box_diff < 1e-3 and score_diff < 1e-5
+    assert torch.equal(got["labels"].sort().values, ref["labels"].sort().values)
+    assert set(got["labels"].tolist()) <= set(range(1, 5))
+    widths = got["boxes"][:, 2] - got["boxes"][:, 0]
+    assert float(widths.min()) >= 1e-2
+
+
+def test_one_faster_rcnn_file_from_images_to_detections():
+    net = build_detector("tinydetectors:tiny_faster_rcnn", 5).eval()
+    net.detector.roi_heads.score_thresh = 0.05
+    data = with_postprocess(to_onnx(net, (1, 3, *SIZE)).data, net, SIZE)
+    rec = postprocess_parity(net, data, torch.rand(3, 3, *SIZE))
+    assert rec["detections_compared"] > 0 and rec["agreement"] == pytest.approx(1.0)

@@ -69,3 +69,18 @@ def tiny_ssd(num_classes: int) -> nn.Module:
     anchors = DefaultBoxGenerator([[2], [2]])
     head = SSDHead([32, 32], anchors.num_anchors_per_location(), num_classes)
     return SSD(TinyBackbone(), anchors, (64, 64), num_classes, head=head)
+
+
+def tiny_faster_rcnn(num_classes: int) -> nn.Module:
+    """torchvision's FasterRCNN class (RPN, RoIAlign over both levels, a two-FC box head) around
+    the toy backbone, with few proposals."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    anchors = AnchorGenerator(sizes=((16,), (32,)), aspect_ratios=((0.5, 1.0, 2.0),) * 2)
+    return FasterRCNN(TinyBackbone(), None, rpn_anchor_generator=anchors, min_size=64, max_size=64,
+                      box_roi_pool=MultiScaleRoIAlign(["0", "1"], 7, 2), box_head=TwoMLPHead(32 * 49, 48),
+                      box_predictor=FastRCNNPredictor(48, num_classes), rpn_pre_nms_top_n_test=60,
+                      rpn_post_nms_top_n_test=20, rpn_pre_nms_top_n_train=60, rpn_post_nms_top_n_train=30,
+                      box_batch_size_per_image=32, box_score_thresh=0.0)

@@ -1,7 +1,8 @@
-"""Detection: torchvision single-stage detectors (SSDlite, SSD, RetinaNet, FCOS) pruned as networks.
+"""Detection: torchvision detectors (SSDlite, SSD, RetinaNet, FCOS, Faster R-CNN) pruned as networks.
 
     network.py   DetectorNet: [0, 1] images -> raw head outputs (what pruning / latency / ONNX see);
                  the detector's own anchors, losses, box decoding and NMS outside it
+    two_stage.py TwoStageNet: a Faster R-CNN, RPN + proposal NMS + RoIAlign + box head in the network
     data.py      shapes (generated, exact boxes), coco:DIR, voc:DIR, validated on reading
     metrics.py   mAP@[.5:.95] / mAP@.5 by pycocotools
     robust.py    mAP on corrupted images: mPC and rPC (Michaelis et al. 2019)
@@ -17,7 +18,7 @@ from torch import nn
 
 from prunekit.data import DataBundle
 from prunekit.tasks.detection.data import SPEC_HELP, load_detection_data
-from prunekit.tasks.detection.network import TORCHVISION_DETECTORS, TWO_STAGE, DetectorNet, build_detector
+from prunekit.tasks.detection.network import DETECTOR_NETS, TORCHVISION_DETECTORS, TWO_STAGE, build_detector
 from prunekit.tasks.registry import Task, register_task
 
 Target = dict[str, torch.Tensor]
@@ -60,7 +61,7 @@ OBJECTIVE = DetectionObjective()
 @register_task
 class Detection(Task):
     name = "detection"
-    help = "object detectors (torchvision SSDlite / SSD / RetinaNet / FCOS, or factories), mAP"
+    help = "object detectors (torchvision SSDlite / SSD / RetinaNet / FCOS / Faster R-CNN, or factories), mAP"
     default_model = "ssdlite320_mobilenet_v3_large"
     default_data = "shapes"
     metric = "map"
@@ -109,7 +110,7 @@ class Detection(Task):
         device = torch.device(options.device)
         nets = {}
         for name, m in models.items():
-            if not isinstance(m, DetectorNet):
+            if not isinstance(m, DETECTOR_NETS):
                 raise PrunekitError(f"'{name}' is not a detector network", "evaluate a detection run folder")
             m.to(device).eval()
             nets[name] = (lambda x, m=m: m(x.to(device)), m)
@@ -150,7 +151,7 @@ class Detection(Task):
 def decode_time_ms(model: nn.Module, data: DataBundle, images: int = 8) -> float:
     """Box decoding + NMS per image, measured (median of `images` single-image calls on the CPU):
     it is not part of the network, so the latency table does not price it."""
-    if not isinstance(model, DetectorNet):
+    if not isinstance(model, DETECTOR_NETS):
         from prunekit.errors import PrunekitError
 
         raise PrunekitError(f"{type(model).__name__} is not a detector network (prunekit.tasks.detection.DetectorNet)")

@@ -25,22 +25,29 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.tasks.detection.two_stage import TwoStageNet, is_faster_rcnn
 
-# torchvision detector builders prunekit builds by name (all single-stage, see README "Detection").
+# torchvision detector builders prunekit builds by name (see README "Detection").
 TORCHVISION_DETECTORS = (
     "ssdlite320_mobilenet_v3_large",
     "ssd300_vgg16",
     "retinanet_resnet50_fpn",
     "retinanet_resnet50_fpn_v2",
     "fcos_resnet50_fpn",
-)
-# Two-stage detectors: RoI pooling over NMS'd proposals sits between the backbone and the box
-# head, so there is no single static network to trace, prune and export.
-TWO_STAGE = (
     "fasterrcnn_mobilenet_v3_large_fpn",
     "fasterrcnn_mobilenet_v3_large_320_fpn",
     "fasterrcnn_resnet50_fpn",
     "fasterrcnn_resnet50_fpn_v2",
+)
+FASTER_RCNN = tuple(n for n in TORCHVISION_DETECTORS if n.startswith("fasterrcnn"))
+# Their RPN proposal counts as prunekit builds them. torchvision's defaults (1000 at test time,
+# 2000 in training, for 800 px COCO images) make the box head ~100x the backbone's cost at 128 px;
+# its own 320 px mobilenet model uses 150. A factory keeps whatever it sets.
+FASTER_RCNN_PROPOSALS = {"rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100,
+                         "rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 300,
+                         "box_batch_size_per_image": 128}
+# Mask and keypoint heads: a second RoI branch per instance, not handled.
+TWO_STAGE = (
     "maskrcnn_resnet50_fpn",
     "maskrcnn_resnet50_fpn_v2",
     "keypointrcnn_resnet50_fpn",
@@ -77,8 +84,8 @@ class DetectorNet(nn.Module):
         family = detector_family(detector)
         if family is None:
             raise PrunekitError(
-                f"model '{name}' ({type(detector).__name__}) is not a torchvision SSD, RetinaNet or FCOS detector",
-                "build it with torchvision's SSD / RetinaNet / FCOS classes (any backbone), or use "
+                f"model '{name}' ({type(detector).__name__}) is not a torchvision SSD, RetinaNet, FCOS or Faster R-CNN detector",
+                "build it with torchvision's SSD / RetinaNet / FCOS / FasterRCNN classes (any backbone), or use "
                 + ", ".join(TORCHVISION_DETECTORS[:3]),
             )
         self.detector = detector
@@ -211,7 +218,7 @@ def head_output_layers(net: DetectorNet, size: int | None = None) -> list[nn.Mod
     return out
 
 
-def build_detector(name: str, num_classes: int) -> DetectorNet:
+def build_detector(name: str, num_classes: int) -> DetectorNet | TwoStageNet:
     """A torchvision detector by name (no weights, no backbone weights: nothing is downloaded),
     or `package.module:factory` (called with num_classes=) returning a torchvision-style detector."""
     if num_classes < 2:
@@ -220,19 +227,23 @@ def build_detector(name: str, num_classes: int) -> DetectorNet:
         detector = _factory(name, num_classes)
     elif name in TWO_STAGE:
         raise PrunekitError(
-            f"model '{name}' is a two-stage detector: RoI pooling over NMS'd proposals sits between its "
-            "backbone and box head, so it has no single static network to prune and export",
-            f"use one of {', '.join(TORCHVISION_DETECTORS)}",
+            f"model '{name}' has a mask / keypoint head (a second RoI branch per instance), which prunekit "
+            "does not handle", f"use one of {', '.join(TORCHVISION_DETECTORS)}",
         )
     elif name in TORCHVISION_DETECTORS:
         import torchvision
 
         builder = torchvision.models.get_model_builder(name)
-        detector = builder(weights=None, weights_backbone=None, num_classes=num_classes)
+        extra = FASTER_RCNN_PROPOSALS if name in FASTER_RCNN else {}
+        detector = builder(weights=None, weights_backbone=None, num_classes=num_classes, **extra)
     else:
         raise PrunekitError(f"unknown detection model '{name}'",
                             f"use one of {', '.join(TORCHVISION_DETECTORS)}, or package.module:factory")
-    net = DetectorNet(detector, name)
+    net: DetectorNet | TwoStageNet
+    if is_faster_rcnn(detector):
+        net = TwoStageNet(detector, name)
+    else:
+        net = DetectorNet(detector, name)
     fixed = getattr(detector.transform, "fixed_size", None)
     sizes = [64] + ([int(min(fixed))] if fixed else []) + [320]
     for i, size in enumerate(sizes):  # the smallest input it runs on (SSD300's VGG extras need 300)
@@ -267,3 +278,8 @@ def _factory(spec: str, num_classes: int) -> nn.Module:
     if not isinstance(detector, nn.Module):
         raise PrunekitError(f"'{spec}' returned {type(detector).__name__}, not a torch.nn.Module")
     return detector
+
+
+# Every network class a detection run holds (single-stage and two-stage).
+DETECTOR_NETS = (DetectorNet, TwoStageNet)
+

@@ -1,9 +1,10 @@
 """Box decoding and NMS as an ONNX subgraph, appended to the exported network.
 
 A TensorRT / ONNX Runtime deployment runs the network and then decodes boxes and suppresses
-overlaps. `network.onnx` stops at the raw head outputs (`DetectorNet`); `with_postprocess`
+overlaps. `network.onnx` stops at the raw head outputs (`DetectorNet`; for a Faster R-CNN,
+`TwoStageNet`, at the second stage's raw outputs per proposal: `rcnn_graph`); `with_postprocess`
 appends the rest as standard ONNX ops, so one file goes from [0, 1] images to detections. Per
-family, as torchvision's `postprocess_detections` does it for one image:
+single-stage family, as torchvision's `postprocess_detections` does it for one image:
 
     raw [1, A, 4 (+ 1 centerness for FCOS) + C] -> Slice: box deltas [1, A, 4], class logits [1, A, C]
     boxes   SSD, RetinaNet: deltas / (wx, wy, ww, wh), dw / dh clamped at log(1000/16), centre-size
@@ -34,7 +35,7 @@ import torch
 
 from prunekit.errors import PrunekitError
 
-SUPPORTED = ("ssd", "retinanet", "fcos")
+SUPPORTED = ("ssd", "retinanet", "fcos", "rcnn")
 
 
 def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> Any:
@@ -44,6 +45,8 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
 
     if net.family not in SUPPORTED:
         raise PrunekitError(f"box decoding + NMS in ONNX covers {', '.join(SUPPORTED)} detectors, not {net.family}")
+    if net.family == "rcnn":
+        return rcnn_graph(net, size, raw_name, opset)
     det = net.detector
     family = net.family
     anchors, _ = net.anchors(size, torch.device("cpu"))
@@ -136,6 +139,105 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
     graph = helper.make_graph(
         nodes, f"prunekit_{family}_postprocess",
         [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, [1, n_anchors, head + classes])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, ["detections"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> Any:
+    """A Faster R-CNN's second-stage decoding (`TwoStageNet`), as `RoIHeads.postprocess_detections`:
+
+        raw [1, R, 4 + C + 4C] -> proposals [R, 4], logits [R, C], deltas [R, C, 4]
+        boxes   class-specific centre-size deltas / (wx, wy, ww, wh) against the proposals, dw / dh
+                clamped at log(1000/16), clipped to the image; background (class 0) dropped
+        scores  Softmax over the classes; a box under 1e-2 px wide or high scores 0 (removed)
+        NonMaxSuppression per class as torchvision's batched_nms does it: every (proposal, class)
+                box offset by label x (image size + 1), so boxes of two classes never overlap
+        outputs boxes [K, 4], scores [K], labels [K] (1-based, int64), K <= detections_per_img
+    The proposals come from the network (its RPN NMS is inside it), padded slots are empty boxes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    heads = net.detector.roi_heads
+    classes, slots = int(net.num_classes), int(net.slots())
+    fg = classes - 1
+    h, w = int(size[0]), int(size[1])
+    wx, wy, ww, wh = (float(v) for v in heads.box_coder.weights)
+    clip = float(heads.box_coder.bbox_xform_clip)
+    labels = np.tile(np.arange(1, classes, dtype=np.int64), slots)
+
+    def const(name: str, value: Any, dtype: Any = np.float32) -> Any:
+        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+    inits = [
+        const("rc_s0", [0], np.int64), const("rc_s4", [4], np.int64), const("rc_s4c", [4 + classes], np.int64),
+        const("rc_end", [4 + 5 * classes], np.int64), const("rc_ax1", [1], np.int64), const("rc_ax2", [2], np.int64),
+        const("rc_fg0", [1], np.int64), const("rc_fg1", [classes], np.int64),
+        const("rc_shape_d", [slots, classes, 4], np.int64), const("rc_shape_b", [slots * fg, 4], np.int64),
+        const("rc_shape_s", [1, 1, slots * fg], np.int64), const("rc_shape_f", [slots * fg], np.int64),
+        const("rc_split4", [1, 1, 1, 1], np.int64),
+        const("rc_weights", [wx, wy, ww, wh]), const("rc_clip", clip), const("rc_half", 0.5),
+        const("rc_lo", [0.0, 0.0, 0.0, 0.0]), const("rc_hi", [w, h, w, h]), const("rc_min", 1e-2),
+        const("rc_labels", labels, np.int64), const("rc_offset", (labels.astype(np.float32) * (max(h, w) + 1)).reshape(-1, 1)),
+        const("rc_max_det", [int(heads.detections_per_img)], np.int64),
+        const("rc_iou", [float(heads.nms_thresh)]), const("rc_score", [float(heads.score_thresh)]),
+        const("rc_two", [2], np.int64), const("rc_one", [1], np.int64),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Slice", [raw_name, "rc_s0", "rc_s4", "rc_ax2"], ["rc_prop3"]),
+        n("Slice", [raw_name, "rc_s4", "rc_s4c", "rc_ax2"], ["rc_logits3"]),
+        n("Slice", [raw_name, "rc_s4c", "rc_end", "rc_ax2"], ["rc_deltas3"]),
+        n("Squeeze", ["rc_prop3", "rc_s0"], ["rc_prop"]),
+        n("Split", ["rc_prop", "rc_split4"], ["rc_px1", "rc_py1", "rc_px2", "rc_py2"], axis=1),
+        n("Sub", ["rc_px2", "rc_px1"], ["rc_pw2"]), n("Sub", ["rc_py2", "rc_py1"], ["rc_ph2"]),
+        n("Unsqueeze", ["rc_pw2", "rc_ax2"], ["rc_pw"]), n("Unsqueeze", ["rc_ph2", "rc_ax2"], ["rc_ph"]),
+        n("Mul", ["rc_pw", "rc_half"], ["rc_pw_h"]), n("Mul", ["rc_ph", "rc_half"], ["rc_ph_h"]),
+        n("Unsqueeze", ["rc_px1", "rc_ax2"], ["rc_px1u"]), n("Unsqueeze", ["rc_py1", "rc_ax2"], ["rc_py1u"]),
+        n("Add", ["rc_px1u", "rc_pw_h"], ["rc_pcx"]), n("Add", ["rc_py1u", "rc_ph_h"], ["rc_pcy"]),
+        n("Reshape", ["rc_deltas3", "rc_shape_d"], ["rc_deltas"]),
+        n("Div", ["rc_deltas", "rc_weights"], ["rc_d"]),
+        n("Split", ["rc_d", "rc_split4"], ["rc_dx", "rc_dy", "rc_dw0", "rc_dh0"], axis=2),
+        n("Min", ["rc_dw0", "rc_clip"], ["rc_dw"]), n("Min", ["rc_dh0", "rc_clip"], ["rc_dh"]),
+        n("Mul", ["rc_dx", "rc_pw"], ["rc_mx"]), n("Add", ["rc_mx", "rc_pcx"], ["rc_cx"]),
+        n("Mul", ["rc_dy", "rc_ph"], ["rc_my"]), n("Add", ["rc_my", "rc_pcy"], ["rc_cy"]),
+        n("Exp", ["rc_dw"], ["rc_ew"]), n("Mul", ["rc_ew", "rc_pw"], ["rc_bw"]),
+        n("Exp", ["rc_dh"], ["rc_eh"]), n("Mul", ["rc_eh", "rc_ph"], ["rc_bh"]),
+        n("Mul", ["rc_bw", "rc_half"], ["rc_hw"]), n("Mul", ["rc_bh", "rc_half"], ["rc_hh"]),
+        n("Sub", ["rc_cx", "rc_hw"], ["rc_x1"]), n("Sub", ["rc_cy", "rc_hh"], ["rc_y1"]),
+        n("Add", ["rc_cx", "rc_hw"], ["rc_x2"]), n("Add", ["rc_cy", "rc_hh"], ["rc_y2"]),
+        n("Concat", ["rc_x1", "rc_y1", "rc_x2", "rc_y2"], ["rc_box0"], axis=2),
+        n("Max", ["rc_box0", "rc_lo"], ["rc_box1"]), n("Min", ["rc_box1", "rc_hi"], ["rc_box_all"]),
+        n("Slice", ["rc_box_all", "rc_fg0", "rc_fg1", "rc_ax1"], ["rc_box_fg"]),
+        n("Reshape", ["rc_box_fg", "rc_shape_b"], ["rc_boxes"]),
+        n("Squeeze", ["rc_logits3", "rc_s0"], ["rc_logits"]),
+        n("Softmax", ["rc_logits"], ["rc_probs"], axis=1),
+        n("Slice", ["rc_probs", "rc_fg0", "rc_fg1", "rc_ax1"], ["rc_probs_fg"]),
+        n("Reshape", ["rc_probs_fg", "rc_shape_f"], ["rc_sc0"]),
+        n("Split", ["rc_boxes", "rc_split4"], ["rc_bx1", "rc_by1", "rc_bx2", "rc_by2"], axis=1),
+        n("Sub", ["rc_bx2", "rc_bx1"], ["rc_kw"]), n("Sub", ["rc_by2", "rc_by1"], ["rc_kh"]),
+        n("GreaterOrEqual", ["rc_kw", "rc_min"], ["rc_okw"]), n("GreaterOrEqual", ["rc_kh", "rc_min"], ["rc_okh"]),
+        n("And", ["rc_okw", "rc_okh"], ["rc_ok2"]), n("Cast", ["rc_ok2"], ["rc_okf2"], to=TensorProto.FLOAT),
+        n("Reshape", ["rc_okf2", "rc_shape_f"], ["rc_okf"]),
+        n("Mul", ["rc_sc0", "rc_okf"], ["rc_scores"]),
+        n("Add", ["rc_boxes", "rc_offset"], ["rc_boxes_off2"]),
+        n("Unsqueeze", ["rc_boxes_off2", "rc_s0"], ["rc_boxes_off"]),
+        n("Reshape", ["rc_scores", "rc_shape_s"], ["rc_scores3"]),
+        n("NonMaxSuppression", ["rc_boxes_off", "rc_scores3", "rc_max_det", "rc_iou", "rc_score"], ["rc_sel"]),
+        n("Gather", ["rc_sel", "rc_two"], ["rc_idx2"], axis=1),
+        n("Squeeze", ["rc_idx2", "rc_one"], ["rc_idx"]),
+        n("Gather", ["rc_scores", "rc_idx"], ["scores"], axis=0),
+        n("Gather", ["rc_boxes", "rc_idx"], ["boxes"], axis=0),
+        n("Gather", ["rc_labels", "rc_idx"], ["labels"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "prunekit_rcnn_postprocess",
+        [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, [1, slots, 4 + 5 * classes])],
         [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
          helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
          helper.make_tensor_value_info("labels", TensorProto.INT64, ["detections"])],
