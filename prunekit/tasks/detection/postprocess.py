@@ -40,8 +40,7 @@ SUPPORTED = ("ssd", "retinanet", "fcos", "rcnn")
 
 def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> Any:
     """The decoding + NMS graph of a `DetectorNet` (SSD, RetinaNet, FCOS) at input `size`, input `raw_name`."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     if net.family not in SUPPORTED:
         raise PrunekitError(f"box decoding + NMS in ONNX covers {', '.join(SUPPORTED)} detectors, not {net.family}")
@@ -136,17 +135,7 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
         n("Gather", ["pp_bx_all", "pp_order"], ["boxes"], axis=0),
         n("Gather", ["pp_lab_all", "pp_order"], ["labels"], axis=0),
     ]
-    graph = helper.make_graph(
-        nodes, f"prunekit_{family}_postprocess",
-        [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, [1, n_anchors, head + classes])],
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, ["detections"])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(model)
-    return model
+    return _model(nodes, inits, f"prunekit_{family}_postprocess", raw_name, [1, n_anchors, head + classes], opset)
 
 
 def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> Any:
@@ -160,7 +149,6 @@ def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> An
                 box offset by label x (image size + 1), so boxes of two classes never overlap
         outputs boxes [K, 4], scores [K], labels [K] (1-based, int64), K <= detections_per_img
     The proposals come from the network (its RPN NMS is inside it), padded slots are empty boxes."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     heads = net.detector.roi_heads
@@ -235,9 +223,16 @@ def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> An
         n("Gather", ["rc_boxes", "rc_idx"], ["boxes"], axis=0),
         n("Gather", ["rc_labels", "rc_idx"], ["labels"], axis=0),
     ]
+    return _model(nodes, inits, "prunekit_rcnn_postprocess", raw_name, [1, slots, 4 + 5 * classes], opset)
+
+
+def _model(nodes: list, inits: list, name: str, raw_name: str, raw_shape: list[int], opset: int) -> Any:
+    """The checked ONNX model of a decoding graph: raw head outputs in; boxes, scores, labels out."""
+    import onnx
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
-        nodes, "prunekit_rcnn_postprocess",
-        [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, [1, slots, 4 + 5 * classes])],
+        nodes, name, [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, raw_shape)],
         [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
          helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
          helper.make_tensor_value_info("labels", TensorProto.INT64, ["detections"])],
