@@ -13,7 +13,14 @@ per-node overhead. A node's size is its larger tensor in millions of elements, e
 MatMul of two activations (attention's Q K^T and A V: no weight, so no table layer): there it
 is its multiply-accumulates in millions (batch x heads x M x K x N), which grows with the
 heads a pruned block keeps. Softmax, LayerNorm and GELU are element-wise in this sense (heads x
-tokens^2, tokens x width, tokens x MLP width). Used by the onnxruntime runtime
+tokens^2, tokens x width, tokens x MLP width).
+
+A detector's graph has sizes no static propagation can know: the RPN's NonZero / NMS decide how
+many proposals reach each FPN level's RoiAlign and the ScatterElements that reassemble them.
+For a graph with such ops (`DATA_DEPENDENT_OPS`) the sizes come from one run under ONNX Runtime's
+profiler instead (the shapes it records; the times of that one run are not used). The number of
+boxes per level depends on the image, but their total is fixed (the proposal slots are padded),
+and the per-level costs add up to about the same. Used by the onnxruntime runtime
 (`prunekit.runtimes.onnxruntime`), which is how the predictor and `profile` reach it.
 """
 
@@ -42,6 +49,10 @@ from prunekit.runtimes.ort_session import ort_session, profile_onnx_nodes, sessi
 TABLE_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm"}
 MATMUL_OPS = {"MatMul", "FusedMatMul"}  # table layers when B is a weight, else priced by MACs (attention)
 MAX_SAMPLES = 160
+# ops whose cost follows one tensor (not the larger of input 0 and the output): input index, key tag
+SIZED_BY = {"RoiAlign": (-1, "out"), "ScatterElements": (2, "upd"), "ScatterND": (2, "upd")}
+# ops whose output sizes depend on the data: a graph with one is sized from a profiled run
+DATA_DEPENDENT_OPS = {"NonZero", "NonMaxSuppression", "RoiAlign", "If", "Loop", "Scan", "Unique"}
 
 
 def _short_domain(domain: str) -> str:
@@ -64,6 +75,8 @@ def op_key(node: onnx.NodeProto) -> str:
         k = at.get("kernel_shape", [1])
         s = at.get("strides", [1])
         key += f":k{k[0]}s{s[0]}"
+    elif node.op_type in SIZED_BY:
+        key += f":{SIZED_BY[node.op_type][1]}"
     return key
 
 
@@ -81,9 +94,15 @@ def weight_names(model: onnx.ModelProto) -> set[str]:
 
 
 def node_size(node: onnx.NodeProto, inputs: list[list[int]], output: list[int] | None) -> float:
-    """The size an op cost scales with: MACs (millions) for a MatMul of two activations, else the
-    larger of the first input and the output in millions of elements."""
+    """The size an op cost scales with: MACs (millions) for a MatMul of two activations; for a
+    RoiAlign its output (boxes x channels x 7 x 7: the feature map it samples does not matter) and
+    for a scatter its updates (an FPN level's share of the boxes); else the larger of the first
+    input and the output; in millions of elements."""
     a = inputs[0] if inputs else None
+    if node.op_type in SIZED_BY:
+        i = SIZED_BY[node.op_type][0]
+        t = output if i < 0 else (inputs[i] if len(inputs) > i else None)
+        return float(np.prod(t)) / 1e6 if t else 0.0
     if node.op_type in MATMUL_OPS and a and output:
         k = a[-2] if (_attrs(node).get("transA", 0) and len(a) > 1) else a[-1]
         return float(np.prod(output)) * k / 1e6
@@ -283,19 +302,45 @@ def _node_out(
 
 
 def node_features(
-    model: onnx.ModelProto, input_shape: tuple[int, ...], block: int
+    model: onnx.ModelProto, input_shape: tuple[int, ...], block: int,
+    ran: dict[str, dict[str, Any]] | None = None,
 ) -> list[tuple[str, str, float]]:
-    """(node name, op key, size) for every non-table node of an optimized graph (`node_size`)."""
+    """(node name, op key, size) for every non-table node of an optimized graph (`node_size`).
+
+    `ran`: profiler records by node name (`profile_onnx_nodes`); a node found there is sized by
+    the shapes it actually had, the others by static propagation."""
     shapes = propagate_shapes(model, input_shape, block)
     weights = weight_names(model)
+    ran = ran or {}
     out = []
     for n in model.graph.node:
         if is_table_node(n, weights):
             continue
-        ins = [shapes.get(i) or [] for i in n.input if i][:2]
-        b = shapes.get(n.output[0]) if n.output else None
+        rec = ran.get(n.name)
+        if rec is not None:
+            ins = [list(v) for v in rec["inputs"]]
+            b = list(rec["outputs"][0]) if rec["outputs"] else None
+        else:
+            ins = [shapes.get(i) or [] for i in n.input if i]
+            b = shapes.get(n.output[0]) if n.output else None
         out.append((n.name, op_key(n), node_size(n, ins, b)))
     return out
+
+
+def is_data_dependent(model: onnx.ModelProto) -> bool:
+    """Whether some tensor sizes of `model` depend on its input data (`DATA_DEPENDENT_OPS`)."""
+    return any(n.op_type in DATA_DEPENDENT_OPS for n in model.graph.node)
+
+
+def sized_graph(
+    data: bytes, threads: int, input_shape: tuple[int, ...]
+) -> tuple[onnx.ModelProto, dict[str, dict[str, Any]] | None]:
+    """The optimized graph of `data`, and for a data-dependent one the profiler's record of every
+    node from one run (its shapes), else None: the graph is only optimised, never run."""
+    if not is_data_dependent(onnx.load_from_string(data)):
+        return optimized_model(data, threads), None
+    nodes, opt_bytes = profile_onnx_nodes(data, threads, input_shape, warmup=0, repeats=1)
+    return onnx.load_from_string(opt_bytes), {r["name"]: r for r in nodes}
 
 
 @dataclass
@@ -350,8 +395,8 @@ def graph_constant(
 ) -> GraphConstant:
     """Price everything in the model's ONNX Runtime graph that the layer table does not cover."""
     data = model if isinstance(model, bytes) else to_onnx(as_pruned(model), input_shape).data
-    opt = optimized_model(data, profile.threads or 1)
-    feats = node_features(opt, input_shape, profile.pad)
+    opt, ran = sized_graph(data, profile.threads or 1, input_shape)
+    feats = node_features(opt, input_shape, profile.pad, ran)
     c = profile.constant
     by_op: dict[str, float] = {}
     unpriced: list[str] = []
@@ -537,7 +582,7 @@ def calibrate_constant(
             node = by_name.get(rec["name"])
             if node is None or is_table_node(node, weights):
                 continue
-            size = node_size(node, [list(v) for v in rec["inputs"][:2]],
+            size = node_size(node, [list(v) for v in rec["inputs"]],
                              list(rec["outputs"][0]) if rec["outputs"] else None)
             new.setdefault(op_key(node), []).append([size, rec["ms"]])
         for key, samples in new.items():

@@ -150,3 +150,24 @@ def test_torchvision_faster_rcnn_mobilenet_prunes_and_reloads() -> None:
     x = _images(1, 128)
     with torch.no_grad():
         assert torch.equal(net(x), reloaded(x))
+
+
+def test_the_constant_model_sizes_the_roi_stage_from_a_run(net: TwoStageNet) -> None:
+    """How many proposals reach each FPN level is decided by the RPN at run time, so static shape
+    propagation cannot size the RoiAlign / scatter nodes; one profiled run does. Hand oracle: over
+    the levels they add up to the proposal slots x FPN width (32) x 7 x 7, whatever the split."""
+    import onnx
+
+    from prunekit.latency.ort_graph import is_data_dependent, node_features, sized_graph
+
+    shape = (1, 3, 64, 64)
+    data = to_onnx(net, shape).data
+    assert is_data_dependent(onnx.load_from_string(data))
+    opt, ran = sized_graph(data, 1, shape)
+    assert ran is not None
+    feats = node_features(opt, shape, 16, ran)
+    expected = net.slots() * 32 * 49 / 1e6
+    roi = [s for _, k, s in feats if k == ":RoiAlign:out"]
+    upd = [s for _, k, s in feats if k.endswith(":upd")]
+    assert len(roi) == 2 and sum(roi) == pytest.approx(expected)
+    assert sum(upd) == pytest.approx(expected)

@@ -12,10 +12,13 @@ from prunekit.deploy.onnx import to_onnx
 from prunekit.latency.ort_graph import (
     fit_ops,
     graph_constant,
+    is_data_dependent,
     is_table_node,
     node_features,
+    node_size,
     op_key,
     per_node_overhead,
+    sized_graph,
 )
 from prunekit.latency.predict import predict_latency
 from prunekit.runtimes.ort_session import profile_onnx_nodes
@@ -89,3 +92,25 @@ def test_graph_constant_prices_every_non_table_node():
     pred = predict_latency(model, prof)
     assert pred.constant_ms == pytest.approx(gc.total_ms)
     assert pred.total_ms == pytest.approx(sum(pred.per_layer.values()) + gc.total_ms)
+
+
+def test_roialign_and_scatter_are_sized_by_what_they_compute():
+    """Hand oracle: a RoiAlign costs per pooled output element (boxes x C x 7 x 7), not by the
+    feature map it samples; a scatter per update (its share of the boxes), not by the tensor it
+    writes into. Each has its own cost key, so samples sized the old way are never mixed in."""
+    roi = onnx.helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], name="r")
+    assert node_size(roi, [[1, 8, 32, 32], [5, 4], [5]], [5, 8, 7, 7]) == pytest.approx(5 * 8 * 49 / 1e6)
+    assert node_size(roi, [[1, 8, 32, 32], [0, 4], [0]], [0, 8, 7, 7]) == 0.0
+    sc = onnx.helper.make_node("ScatterElements", ["data", "indices", "updates"], ["out"], name="s")
+    full, part = [20, 8, 7, 7], [3, 8, 7, 7]
+    assert node_size(sc, [full, part, part], full) == pytest.approx(3 * 8 * 49 / 1e6)
+    assert op_key(roi) == ":RoiAlign:out" and op_key(sc) == ":ScatterElements:upd"
+    add = onnx.helper.make_node("Add", ["a", "b"], ["c"], name="a")
+    assert node_size(add, [[1, 8, 4, 4], [1]], [1, 8, 4, 4]) == pytest.approx(128 / 1e6)
+
+
+def test_a_static_graph_is_never_run_to_size_it():
+    data = to_onnx(odd_model(), INPUT).data
+    assert not is_data_dependent(onnx.load_from_string(data))
+    opt, ran = sized_graph(data, 1, INPUT)
+    assert ran is None and len(opt.graph.node) > 0
