@@ -3,8 +3,8 @@
 The shipped `cpu-ort` table was measured on one build machine; a user's CPU is another device.
 `local` is a measured profile kept in the user profile folder under a key of CPU model, ONNX
 Runtime version and thread count (`local-<key>.json`), so a laptop, a CI runner and a container
-on another host each get their own. When a compress needs layers it lacks, they are measured
-here and then (a progress bar and a line say so), on a coarser channel grid than
+on another host each get their own. When a compress needs layers it lacks, or its graph has
+op kinds the constant model was never calibrated on, they are measured here and then (a progress bar and a line say so), on a coarser channel grid than
 `prunekit profile`'s default (step 16 up to 32 channels, 8 coarse points above) so a first run
 stays within minutes; `prunekit profile --target local` refines it. (A compress toward a latency
 budget then also times a few pruned copies of its model here once: `prunekit.select.calibrate`.)
@@ -38,6 +38,16 @@ def missing_layers(profile: Profile, model: nn.Module, input_shape: tuple[int, i
     return out
 
 
+def unpriced_ops(profile: Profile, model: nn.Module, input_shape: tuple[int, int, int, int]) -> list[str]:
+    """Op kinds of `model`'s runtime graph the profile's constant model was never calibrated on
+    (priced by a fallback until they are: e.g. a detector's RoiAlign in a classifier's profile)."""
+    if profile.constant.method == "fixed":
+        return []
+    from prunekit.latency.predict import predict_latency
+
+    return list(predict_latency(model, profile, input_shape).unpriced_ops)
+
+
 def resolve_target(
     name: str,
     model: nn.Module,
@@ -57,11 +67,14 @@ def resolve_target(
     missing = missing_layers(profile, model, input_shape) if profile is not None else ["(all)"]
     console = console or Console(stderr=True)
     hw = (int(input_shape[2]), int(input_shape[3]))
-    if missing or profile is None or profile.constant.method == "fixed":
+    unpriced = [] if (missing or profile is None) else unpriced_ops(profile, model, input_shape)
+    if missing or profile is None or profile.constant.method == "fixed" or unpriced:
         from prunekit.latency.profiler import profile_model
 
         if not quiet:
             what = "every layer" if profile is None else f"{len(missing)} layer kind(s)"
+            if not missing and unpriced:
+                what = f"the graph ops it has that were never timed here ({', '.join(unpriced[:4])})"
             console.print(f"target local: measuring {what} of {model_spec} at {hw[0]}x{hw[1]} on this "
                           f"CPU with ONNX Runtime (first use; kept in {path})", highlight=False)
         profile_model(LOCAL, "onnxruntime", model, hw, num_classes=num_classes, threads=LOCAL_THREADS, out=path,

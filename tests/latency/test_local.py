@@ -60,3 +60,26 @@ def test_the_key_names_cpu_runtime_version_and_threads():
 
 def test_other_targets_load_as_they_are(profile_dir):
     assert resolve_target("cpu-ort", _tiny(), "tiny", SHAPE, 4).name == "cpu-ort"
+
+
+def test_an_op_kind_never_timed_here_is_calibrated_once(profile_dir, monkeypatch):
+    """A profile built for a classifier has no cost for (say) a detector's RoiAlign: the first
+    compress of such a model times its graph here (same layers, nothing else to measure)."""
+    from prunekit.latency.local import unpriced_ops
+    from prunekit.latency.store import read_profile_file
+
+    resolve_target("local", _tiny(), "tiny", SHAPE, 4, quiet=True)
+    prof = read_profile_file(local_profile_path())
+    assert unpriced_ops(prof, _tiny(), SHAPE) == []
+    used = predict_latency(_tiny(), prof, SHAPE).constant_detail
+    gone = sorted(k for k in used if k in prof.constant.ops)[0]
+    prof.constant.ops.pop(gone)
+    prof.constant.samples.pop(gone, None)
+    local_profile_path().write_text(prof.model_dump_json(), encoding="utf-8")  # save_profile would merge it back
+    assert unpriced_ops(read_profile_file(local_profile_path()), _tiny(), SHAPE) == [gone]
+    again = resolve_target("local", _tiny(), "tiny", SHAPE, 4, quiet=True)
+    assert gone in again.constant.ops and unpriced_ops(again, _tiny(), SHAPE) == []
+    calls = []
+    monkeypatch.setattr(profiler, "profile_model", lambda *a, **k: calls.append(a))
+    resolve_target("local", _tiny(), "tiny", SHAPE, 4, quiet=True)
+    assert calls == []
