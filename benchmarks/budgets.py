@@ -10,7 +10,11 @@ benchmarks/results/budgets-profiles), magnitude importance and the HALP knapsack
 budget three ways:
 
     table        the target is budget x the table's dense prediction (`--subnets 0`)
-    calibrated   the target is aimed through the model's 6 pruned copies (`latency.subnets`, the default)
+    calibrated   the target is aimed through the model's 6 pruned copies (`latency.subnets`)
+    refined      calibrated, then the copy at that aim timed and the aim corrected (up to 3 copies,
+                 `select.calibrate.refine_calibration`: what compress on `local` does by default);
+                 the copies it times join the stored calibration, so a later run's `calibrated`
+                 rows aim through them too
     verify       calibrated, then timed and corrected (`--verify`, at most 4 tries)
 
 and each selected model is timed against dense again, warm, in 5 fresh sessions of 20 runs
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=MODELS)
     ap.add_argument("--budgets", nargs="*", type=float, default=[0.7, 0.5, 0.3])
-    ap.add_argument("--modes", nargs="*", default=["table", "calibrated", "verify"])
+    ap.add_argument("--modes", nargs="*", default=["table", "calibrated", "refined", "verify"])
     ap.add_argument("--profile-dir", default=str(ROOT / "benchmarks" / "results" / "budgets-profiles"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -87,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
             for mode in args.modes:
                 started = time.perf_counter()
                 aim = budget if mode == "table" or cal is None else predicted_target(cal, budget)
+                if mode == "refined" and cal is not None:
+                    from prunekit.latency.profiler import model_key
+                    from prunekit.latency.store import local_profile_path
+                    from prunekit.select.calibrate import refine_calibration
+
+                    refined = find_calibration(resolve_target("local", model, name, shape, classes), model, shape,
+                                               dense_ms) or cal
+                    _, aim = refine_calibration(local_profile_path(), profile, model, shape,
+                                                model_key(name, (size, size), classes), refined, budget,
+                                                model_name=name)
                 target = aim * dense_ms
                 row = {"model": spec, "budget": budget, "mode": mode, "aimed_ratio": round(aim, 4)}
                 try:

@@ -22,9 +22,11 @@ from prunekit.pruning import find_classifier
 def tp_uniform(dense: nn.Module, example: torch.Tensor, ratio: float) -> nn.Module:
     """A copy of `dense` with `ratio` of every group's channels removed by Torch-Pruning (round_to=8)."""
     model = copy.deepcopy(dense).eval()
+    # a Faster R-CNN traces its static stand-in: the real forward hides the RPN head from the graph
+    traced = {"forward_fn": lambda m, x: m.trace_forward(x)} if hasattr(model, "trace_forward") else {}
     tp.pruner.MagnitudePruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
                               pruning_ratio=ratio, ignored_layers=find_classifier(model, example),
-                              round_to=8).step()
+                              round_to=8, **traced).step()
     return model
 
 

@@ -250,6 +250,15 @@ def make_goal(s: CompressSettings, model: nn.Module, example: torch.Tensor, *, c
                                             None if quiet else console, s.model)
         if calibration is not None:
             aim = predicted_target(calibration, float(s.latency_budget))  # type: ignore[arg-type]
+            if s.target == LOCAL:  # time the choice at that aim here, correct it, keep the copies
+                from prunekit.latency.profiler import model_key
+                from prunekit.latency.store import local_profile_path
+                from prunekit.select.calibrate import refine_calibration
+
+                calibration, aim = refine_calibration(local_profile_path(), profile, model, shape,
+                                                      model_key(s.model, size, classes), calibration,
+                                                      float(s.latency_budget), s.round_to,  # type: ignore[arg-type]
+                                                      None if quiet else console, s.model)
             target_ms = dense_ms * aim
             if not quiet and console is not None:
                 console.print(f"calibrated on {len(calibration.points)} pruned copies of {s.model} timed on "

@@ -9,6 +9,13 @@ copies aimed the main job's first candidate at 0.76 predicted and it measured 0.
 So the copies are the latency knapsack's selections (magnitude importance: no data needed,
 and what decides the shape is mostly the latency cost) at `n` targets spread between the minimum
 widths and dense, timed against dense in fresh sessions (`verify.runtime_measure`).
+
+Six copies spread over the whole range leave steps between them: at 32 px the resnet18 copies
+predicted 0.29 and 0.44 of dense measured 0.20 and 0.54 (a cliff in between), and budget 0.3,
+aimed by interpolation, measured 0.47. So `refine_calibration` then times the knapsack's choice at
+the aim for the budget asked (the measured loop of `verify`, on magnitude copies, before any
+training): while it measures outside the window it moves the aim, and every copy it times joins
+the calibration kept in the profile, so the next run at that budget starts from a timed point.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ from prunekit.latency.schema import Profile, SubnetCalibration
 from prunekit.latency.subnets import CALIBRATION_SESSIONS, SAMPLER
 from prunekit.pruning import PruningGraph
 from prunekit.select.latency import minimum_widths, predict_current, predict_for_keep, select_for_latency
+from prunekit.select.verify import VerifyOptions, verify_selection
 
 Keep = dict[str, torch.Tensor]
 HIGHEST = 0.92  # the widest copy's predicted ratio (dense itself is the anchor (1, 1))
+REFINE_TRIES = 3  # copies timed at (corrected) aims for the budget asked
+NEAR = 0.01  # a calibration point this close (predicted ratio) to the aim, measured in the window: no refining
 
 
 def calibration_keeps(graph: PruningGraph, profile: Profile, input_shape: tuple[int, int, int, int], n: int,
@@ -109,3 +119,65 @@ def calibrate_profile(
     cal = measure_calibration(graph, profile, input_shape, measure, n, round_to, step)
     save_calibration(Path(path), dense, input_shape, key, cal)
     return cal
+
+
+def timed_at_aim(calibration: SubnetCalibration, aim: float, budget: float, window: VerifyOptions) -> bool:
+    """Whether a copy predicted within NEAR of `aim` was timed inside the window around `budget`."""
+    return any(abs(p - aim) <= NEAR and window.low * budget <= m <= window.high * budget
+               for p, m in calibration.points)
+
+
+def refine_calibration(
+    path: str | Path,
+    profile: Profile,
+    model: nn.Module,
+    input_shape: tuple[int, int, int, int],
+    key: str,
+    calibration: SubnetCalibration,
+    budget: float,
+    round_to: int = 8,
+    console: Console | None = None,
+    model_name: str = "model",
+    tries: int = REFINE_TRIES,
+) -> tuple[SubnetCalibration, float]:
+    """Time the knapsack's choice at the calibrated aim for `budget` (a measured ratio of dense) and
+    correct the aim until one measures within [0.94, 1.03] x budget (at most `tries` copies).
+
+    Returns the calibration with every timed copy added (kept in the profile at `path`) and the
+    predicted ratio to select at: the copy that measured closest to the budget inside the window,
+    else the refined calibration's own aim.
+    """
+    from prunekit.latency.profiler import save_calibration
+    from prunekit.latency.subnets import predicted_target
+    from prunekit.select.verify import runtime_measure
+
+    window = VerifyOptions(max_tries=max(1, tries))
+    aim = predicted_target(calibration, budget)
+    if not 0.0 < budget < 1.0 or timed_at_aim(calibration, aim, budget, window):
+        return calibration, aim
+    dense = copy.deepcopy(model).cpu().eval()
+    graph = PruningGraph(copy.deepcopy(dense), torch.zeros(1, *input_shape[1:]), model_name)
+    scores = graph.importance("magnitude")
+    dense_ms = predict_current(graph, profile, input_shape).total_ms
+    measure = runtime_measure(profile, input_shape, dense)
+
+    def select_at(target_ms: float) -> tuple[Keep, dict[str, float]]:
+        sel = select_for_latency(graph, scores, profile, input_shape, target_ms, round_to=round_to,
+                                 floor_at_minimum=True)
+        return sel.keep, {"predicted_ms": predict_for_keep(graph, sel.keep, profile, input_shape)}
+
+    def timed(keep: Keep) -> float:
+        ratio = float(measure(graph, keep))
+        if console is not None:
+            pred = predict_for_keep(graph, keep, profile, input_shape) / dense_ms
+            console.print(f"  at the aim for {budget}: predicted {pred:.3f} of dense, measured {ratio:.3f}",
+                          highlight=False)
+        return ratio
+
+    result = verify_selection(select_at, timed, aim * dense_ms, dense_ms, budget, window)
+    new = [(t["predicted_ratio"], t["measured_ratio"]) for t in result.tries]
+    refined = calibration.model_copy(update={"points": sorted([*calibration.points, *new])})
+    save_calibration(Path(path), dense, input_shape, key, refined)
+    if any(t["within_tolerance"] for t in result.tries):  # verify_selection kept the closest of those
+        return refined, float(result.info["predicted_ms"]) / dense_ms
+    return refined, predicted_target(refined, budget)

@@ -123,3 +123,29 @@ def test_a_calibration_is_not_used_for_another_model_sampler_or_once_the_table_m
     old = stored.model_copy(deep=True)
     old.models[KEY].subnets = cal.model_copy(update={"sampler": "random"})
     assert find_calibration(old, model, SHAPE) is None  # copies from the first, random sampler
+
+
+def test_refining_times_the_aim_and_moves_it_until_the_budget_measures(cliff):
+    """Two coarse copies interpolate straight across the simulated cliff; the copy at that aim
+    measures far under the budget. Refining times it, corrects the aim (proportionally, as
+    --verify does) and keeps every timed copy in the profile; a second run at the same budget
+    finds its aim already timed and times nothing."""
+    from prunekit.latency.store import read_profile_file
+    from prunekit.select.calibrate import refine_calibration, timed_at_aim
+    from prunekit.select.verify import VerifyOptions
+
+    path, prof = cliff
+    model = _net()
+    coarse = calibrate_profile(path, prof, model, SHAPE, KEY, 2, model_name="net")
+    budget = 0.27  # reachable at round_to 8: the copy with 3/4 of the widths measures 0.26
+    first = predicted_target(coarse, budget)
+    refined, aim = refine_calibration(path, prof, model, SHAPE, KEY, coarse, budget, model_name="net")
+    assert len(refined.points) > len(coarse.points)
+    stored = read_profile_file(path).models[KEY].subnets
+    assert stored is not None and sorted(stored.points) == sorted(refined.points)
+    measured = dict(refined.points)
+    assert any(0.94 * budget <= m <= 1.03 * budget for m in measured.values())
+    assert aim > first  # below the cliff every copy measures half its prediction: aim higher
+    assert timed_at_aim(refined, aim, budget, VerifyOptions())
+    again, aim2 = refine_calibration(path, prof, model, SHAPE, KEY, refined, budget, model_name="net")
+    assert again.points == refined.points and aim2 == pytest.approx(predicted_target(refined, budget))
