@@ -199,6 +199,8 @@ def build_serialized_engine(
     import torch
 
     logger = trt.Logger(trt.Logger.WARNING)
+    if hasattr(trt, "init_libnvinfer_plugins"):  # TensorRT's own plugins (EfficientNMS_TRT) for the parser
+        trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     major = int(str(trt.__version__).split(".")[0])
     flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)

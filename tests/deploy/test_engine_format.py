@@ -269,3 +269,18 @@ def test_build_one_reports_parser_errors_and_missing_dla(tmp_path):
         build_one(_RecordingTensorRT(), tmp_path / "m.onnx", tmp_path / "m.engine",
                   EngineOptions.for_target(None, dynamic_batch=False, batch=1, int8=True), tmp_path / "c", calib=None)
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_the_engine_build_takes_the_onnx_exports_files_marked_for_tensorrt(tmp_path):
+    """A detector's export marks its TensorRT-NMS file for the engine build; other extras (the
+    ONNX-NMS file) and files the folder no longer has are left out."""
+    from prunekit.deploy.base import record_export
+    from prunekit.deploy.formats.engine import engine_extras
+
+    assert engine_extras(tmp_path) == ()
+    record_export(tmp_path, "onnx", {"extras": {"pruned_nms.onnx": {"agreement": 1.0},
+                                                "pruned_trtnms.onnx": {"engine": True},
+                                                "gone_trtnms.onnx": {"engine": True}}})
+    for f in ("pruned_nms.onnx", "pruned_trtnms.onnx"):
+        (tmp_path / f).write_bytes(b"x")
+    assert engine_extras(tmp_path) == ("pruned_trtnms",)

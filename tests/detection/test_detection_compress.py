@@ -63,6 +63,10 @@ def test_onnx_export_parity_on_real_images(det_run: Path) -> None:
     nms = result["extras"]["pruned_nms.onnx"]
     assert (det_run / "pruned_nms.onnx").is_file() and nms["bytes"] > pruned["bytes"]
     assert nms["images"] > 0 and 0.0 <= nms["agreement"] <= 1.0
+    # and the file for TensorRT (its NMS plugin), which the engine build and build_engine.sh include
+    trt = result["extras"]["pruned_trtnms.onnx"]
+    assert (det_run / "pruned_trtnms.onnx").is_file() and trt["engine"] and trt["images"] > 0
+    assert "--onnx=pruned_trtnms.onnx" in (det_run / "build_engine.sh").read_text()
 
 
 def test_eval_reports_mpc_and_rpc(det_run: Path) -> None:

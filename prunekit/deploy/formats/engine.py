@@ -138,7 +138,8 @@ def build_engine(
         profile, dynamic_batch=batch is None, batch=opt_batch, fp16=fp16, int8=int8, workspace_mb=workspace_mb,
         dla_core=dla_core, max_batch=max_batch, timing_cache=timing_cache,
     )
-    script = write_build_script(folder.path, options, (3, *hw), models)
+    extras = engine_extras(folder.path) if batch == 1 and "pruned" in models else ()
+    script = write_build_script(folder.path, options, (3, *hw), (*models, *extras))
     try:
         trt = require_tensorrt()
     except MissingDependencyError as exc:
@@ -149,13 +150,23 @@ def build_engine(
     cache_path = folder.file(options.timing_cache) if not Path(options.timing_cache).is_absolute() \
         else Path(options.timing_cache)
     engines, sidecars, info = {}, {}, {}
-    for m in models:
+    for m in (*models, *extras):  # extras: e.g. a detector's network + decoding + TensorRT's NMS plugin
         engine_path = folder.file(f"{m}.engine")
         info[m] = build_one(trt, folder.file(f"{m}.onnx"), engine_path, options, cache_path,
                             calib=(run.settings, calibration_images))
         engines[m] = str(engine_path)
         sidecars[m] = str(engine_path) + ".json"
     return EngineResult(engines, sidecars, str(script), str(cache_path), info)
+
+
+def engine_extras(run_dir: Path) -> tuple[str, ...]:
+    """Names (without .onnx) of further ONNX files the ONNX export wrote for TensorRT (its record
+    marks them `engine`: a detector's file ending in TensorRT's NMS plugin), present in the folder."""
+    from prunekit.deploy.base import read_exports
+
+    extras = read_exports(run_dir).get("onnx", {}).get("extras", {}) or {}
+    return tuple(Path(f).stem for f, rec in extras.items()
+                 if isinstance(rec, dict) and rec.get("engine") and (run_dir / f).is_file())
 
 
 def read_sidecar(engine_path: str | Path) -> dict[str, Any]:

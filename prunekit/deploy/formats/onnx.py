@@ -172,7 +172,8 @@ def export_onnx(
     for file, (data, _) in extras.items():
         with atomic_path(folder.file(file)) as x:
             x.write_bytes(data)
-    script = write_build_script(folder.path, options, input_chw=(3, size, size))
+    for_engine = tuple(Path(f).stem for f, (_, rec) in extras.items() if rec.get("engine"))
+    script = write_build_script(folder.path, options, input_chw=(3, size, size), models=("pruned", "dense", *for_engine))
     return OnnxExportResult(
         run=str(folder.path), opset=opset, dynamic_batch=dynamic, batch_size=batch,
         input_shape=list(shape), parity_inputs=inputs_desc,

@@ -91,14 +91,16 @@ class Detection(Task):
         return detection_parity(model, onnx_bytes, images, atol, rtol)
 
     def export_extras(self, model: nn.Module, onnx_bytes: bytes, images: torch.Tensor) -> dict[str, tuple[bytes, dict]]:
-        from prunekit.tasks.detection.parity import postprocess_parity
+        from prunekit.tasks.detection.parity import postprocess_parity, trt_nms_parity
         from prunekit.tasks.detection.postprocess import SUPPORTED, with_postprocess
 
         if getattr(model, "family", None) not in SUPPORTED:
             return {}
         size = (int(images.shape[-2]), int(images.shape[-1]))
         data = with_postprocess(onnx_bytes, model, size)
-        return {"pruned_nms.onnx": (data, postprocess_parity(model, data, images))}
+        trt = with_postprocess(onnx_bytes, model, size, nms="trt")
+        return {"pruned_nms.onnx": (data, postprocess_parity(model, data, images)),
+                "pruned_trtnms.onnx": (trt, {**trt_nms_parity(model, trt, images), "engine": True})}
 
     def robustness(self, models: dict[str, Any], data: DataBundle, options: Any) -> dict[str, Any] | None:
         from prunekit.errors import PrunekitError

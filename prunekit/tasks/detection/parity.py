@@ -9,6 +9,7 @@ pixels and its score within `SCORE_ATOL`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -98,3 +99,65 @@ def postprocess_parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.
             "agreement": round(agreement, 4), "max_box_diff_px": round(box_diff, 6),
             "max_score_diff": round(score_diff, 8), "reference": "PyTorch network + torchvision postprocess_detections",
             "outputs": "boxes [K, 4] xyxy input pixels, scores [K], labels [K] int64"}
+
+
+def trt_plugin_reference(onnx_bytes: bytes) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
+    """A stand-in for a file that ends in TensorRT's EfficientNMS_TRT plugin, where TensorRT is
+    absent: ONNX Runtime runs the file up to the plugin's inputs, and the plugin's documented NMS is
+    applied to them with torchvision (per class, scores above its threshold, the best
+    `max_output_boxes`, class + the file's label offset). Returns input array -> detections."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+    from torchvision.ops import batched_nms
+
+    from prunekit.tasks.detection.postprocess import TRT_DOMAIN, TRT_NMS
+
+    m = onnx.load_from_string(onnx_bytes)
+    plugin = next(n for n in m.graph.node if n.op_type == TRT_NMS)
+    attrs = {a.name: helper.get_attribute_value(a) for a in plugin.attribute}
+    label0 = next(int(numpy_helper.to_array(helper.get_attribute_value(n.attribute[0])))
+                  for n in m.graph.node if n.op_type == "Constant" and n.output[0] == "trt_label0")
+    del m.graph.node[list(m.graph.node).index(plugin):]  # the plugin and what follows it (the label offset)
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, None) for x in plugin.input)
+    kept = [o for o in m.opset_import if o.domain != TRT_DOMAIN]
+    del m.opset_import[:]
+    m.opset_import.extend(kept)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> dict[str, torch.Tensor]:
+        boxes, scores = (torch.from_numpy(a)[0] for a in sess.run(None, {name: x}))
+        if boxes.dim() == 2:  # one box for every class
+            boxes = boxes[:, None, :].expand(-1, scores.shape[1], -1)
+        anchor, cls = (scores > float(attrs["score_threshold"])).nonzero(as_tuple=True)
+        b, s = boxes[anchor, cls], scores[anchor, cls]
+        keep = batched_nms(b, s, cls, float(attrs["iou_threshold"]))[: int(attrs["max_output_boxes"])]
+        return {"boxes": b[keep], "scores": s[keep], "labels": cls[keep] + label0}
+
+    return run
+
+
+def trt_nms_parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.Tensor) -> dict[str, Any]:
+    """The TensorRT-NMS file (`with_postprocess(..., nms="trt")`) checked without TensorRT
+    (`trt_plugin_reference`) against the PyTorch network + torchvision's decoding, image by image."""
+    from prunekit.tasks.detection.postprocess import TRT_DOMAIN, TRT_NMS
+
+    reference = trt_plugin_reference(onnx_bytes)
+    model = model.eval().cpu()
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    refs, gots = [], []
+    for img in images:
+        with torch.no_grad():
+            refs += model.decode(model(img[None]).float(), size)  # type: ignore[operator]
+        gots.append(reference(img[None].numpy()))
+    matched, total, box_diff, score_diff = match_detections(refs, gots)
+    agreement = matched / total if total else 1.0
+    return {"images": len(images), "detections_compared": total, "matched": matched,
+            "agreement": round(agreement, 4), "max_box_diff_px": round(box_diff, 6),
+            "max_score_diff": round(score_diff, 8),
+            "checked": f"ONNX Runtime up to the {TRT_NMS} plugin's inputs, the plugin's documented NMS by torchvision",
+            "runs_on": f"TensorRT only ({TRT_NMS}, ONNX domain {TRT_DOMAIN}); ONNX Runtime CPU cannot run it",
+            "outputs": "num_detections [1, 1] int32, detection_boxes [1, K, 4] xyxy input pixels, "
+                       "detection_scores [1, K], detection_classes [1, K] int32 (the detector's labels)"}

@@ -23,6 +23,10 @@ per feature level for RetinaNet / FCOS) *before* NMS; ONNX's NonMaxSuppression c
 box above the score threshold. The kept set can differ only where more than `topk_candidates`
 boxes pass the threshold; `export` checks the file against torchvision's decoding on real images
 (`detection_parity`'s matching) and records the result.
+
+With nms="trt" the graph ends instead in TensorRT's EfficientNMS_TRT plugin (`trt_tail`): the
+form Jetson deployments build, where the plugin's NMS runs on the GPU. ONNX Runtime cannot run
+it; `parity.trt_plugin_reference` stands in for the plugin to check the file where TensorRT is absent.
 """
 
 from __future__ import annotations
@@ -36,16 +40,20 @@ import torch
 from prunekit.errors import PrunekitError
 
 SUPPORTED = ("ssd", "retinanet", "fcos", "rcnn")
+NMS_KINDS = ("onnx", "trt")
 
 
-def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> Any:
-    """The decoding + NMS graph of a `DetectorNet` (SSD, RetinaNet, FCOS) at input `size`, input `raw_name`."""
+def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int, nms: str = "onnx") -> Any:
+    """The decoding + NMS graph of a `DetectorNet` (SSD, RetinaNet, FCOS) at input `size`, input `raw_name`;
+    `nms` is "onnx" (standard ops) or "trt" (TensorRT's EfficientNMS_TRT plugin, `trt_tail`)."""
     from onnx import helper, numpy_helper
 
     if net.family not in SUPPORTED:
         raise PrunekitError(f"box decoding + NMS in ONNX covers {', '.join(SUPPORTED)} detectors, not {net.family}")
+    if nms not in NMS_KINDS:
+        raise PrunekitError(f"unknown NMS kind '{nms}'", f"use one of: {', '.join(NMS_KINDS)}")
     if net.family == "rcnn":
-        return rcnn_graph(net, size, raw_name, opset)
+        return rcnn_graph(net, size, raw_name, opset, nms)
     det = net.detector
     family = net.family
     anchors, _ = net.anchors(size, torch.device("cpu"))
@@ -118,6 +126,12 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
         nodes += [n("Slice", [raw_name, "pp_s4", "pp_sH", "pp_ax2"], ["pp_ctr"]),
                   n("Sigmoid", ["pp_logits"], ["pp_pc"]), n("Sigmoid", ["pp_ctr"], ["pp_pctr"]),
                   n("Mul", ["pp_pc", "pp_pctr"], ["pp_pp"]), n("Sqrt", ["pp_pp"], ["pp_fg"])]
+    raw_shape = [1, n_anchors, head + classes]
+    if nms == "trt":
+        nodes += trt_tail("pp_boxes", "pp_fg", det.score_thresh, det.nms_thresh, det.detections_per_img,
+                          1 if family == "ssd" else 0)
+        return _model(nodes, inits, f"prunekit_{family}_postprocess_trt", raw_name, raw_shape, opset,
+                      trt_outputs(int(det.detections_per_img)))
     nodes += [
         n("Transpose", ["pp_fg"], ["pp_scores_t"], perm=[0, 2, 1]),
         n("NonMaxSuppression", ["pp_boxes", "pp_scores_t", "pp_max_det", "pp_iou", "pp_score"], ["pp_sel"]),
@@ -135,10 +149,10 @@ def postprocess_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int
         n("Gather", ["pp_bx_all", "pp_order"], ["boxes"], axis=0),
         n("Gather", ["pp_lab_all", "pp_order"], ["labels"], axis=0),
     ]
-    return _model(nodes, inits, f"prunekit_{family}_postprocess", raw_name, [1, n_anchors, head + classes], opset)
+    return _model(nodes, inits, f"prunekit_{family}_postprocess", raw_name, raw_shape, opset)
 
 
-def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> Any:
+def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int, nms: str = "onnx") -> Any:
     """A Faster R-CNN's second-stage decoding (`TwoStageNet`), as `RoIHeads.postprocess_detections`:
 
         raw [1, R, 4 + C + 4C] -> proposals [R, 4], logits [R, C], deltas [R, C, 4]
@@ -148,7 +162,9 @@ def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> An
         NonMaxSuppression per class as torchvision's batched_nms does it: every (proposal, class)
                 box offset by label x (image size + 1), so boxes of two classes never overlap
         outputs boxes [K, 4], scores [K], labels [K] (1-based, int64), K <= detections_per_img
-    The proposals come from the network (its RPN NMS is inside it), padded slots are empty boxes."""
+    The proposals come from the network (its RPN NMS is inside it), padded slots are empty boxes.
+    With nms="trt" the plugin gets the class-specific boxes [1, R, C-1, 4] and scores [1, R, C-1]
+    and does the per-class NMS itself (no offset trick)."""
     from onnx import TensorProto, helper, numpy_helper
 
     heads = net.detector.roi_heads
@@ -213,6 +229,16 @@ def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> An
         n("And", ["rc_okw", "rc_okh"], ["rc_ok2"]), n("Cast", ["rc_ok2"], ["rc_okf2"], to=TensorProto.FLOAT),
         n("Reshape", ["rc_okf2", "rc_shape_f"], ["rc_okf"]),
         n("Mul", ["rc_sc0", "rc_okf"], ["rc_scores"]),
+    ]
+    if nms == "trt":
+        inits += [const("rc_shape_tb", [1, slots, fg, 4], np.int64), const("rc_shape_ts", [1, slots, fg], np.int64)]
+        nodes += [n("Reshape", ["rc_boxes", "rc_shape_tb"], ["rc_trt_boxes"]),
+                  n("Reshape", ["rc_scores", "rc_shape_ts"], ["rc_trt_scores"])]
+        nodes += trt_tail("rc_trt_boxes", "rc_trt_scores", heads.score_thresh, heads.nms_thresh,
+                          heads.detections_per_img, 1)
+        return _model(nodes, inits, "prunekit_rcnn_postprocess_trt", raw_name, [1, slots, 4 + 5 * classes], opset,
+                      trt_outputs(int(heads.detections_per_img)))
+    nodes += [
         n("Add", ["rc_boxes", "rc_offset"], ["rc_boxes_off2"]),
         n("Unsqueeze", ["rc_boxes_off2", "rc_s0"], ["rc_boxes_off"]),
         n("Reshape", ["rc_scores", "rc_shape_s"], ["rc_scores3"]),
@@ -226,25 +252,65 @@ def rcnn_graph(net: Any, size: tuple[int, int], raw_name: str, opset: int) -> An
     return _model(nodes, inits, "prunekit_rcnn_postprocess", raw_name, [1, slots, 4 + 5 * classes], opset)
 
 
-def _model(nodes: list, inits: list, name: str, raw_name: str, raw_shape: list[int], opset: int) -> Any:
-    """The checked ONNX model of a decoding graph: raw head outputs in; boxes, scores, labels out."""
+TRT_DOMAIN = "trt.plugins"  # the ONNX domain TensorRT's parser (and ONNX Runtime's TensorRT EP) map to plugins
+TRT_NMS = "EfficientNMS_TRT"
+TRT_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+
+
+def trt_tail(boxes: str, scores: str, score_thresh: float, iou_thresh: float, max_det: int, label0: int) -> list:
+    """TensorRT's EfficientNMS_TRT plugin on decoded corner boxes and activated per-class scores,
+    NMS per class; its class indices shifted by `label0` to the detector's labels.
+
+    The plugin's documented interface (TensorRT plugin/efficientNMSPlugin): boxes [B, N, 4] or
+    [B, N, C, 4] (class-specific), scores [B, N, C]; outputs num_detections [B, 1] int32,
+    detection_boxes [B, K, 4], detection_scores [B, K], detection_classes [B, K] int32, the first
+    num_detections of each row valid, by descending score."""
+    from onnx import helper, numpy_helper
+
+    n = helper.make_node
+    return [
+        n(TRT_NMS, [boxes, scores], ["num_detections", "detection_boxes", "detection_scores", "trt_classes"],
+          name="efficient_nms", domain=TRT_DOMAIN, plugin_version="1", background_class=-1,
+          box_coding=0, class_agnostic=0, iou_threshold=float(iou_thresh), max_output_boxes=int(max_det),
+          score_activation=0, score_threshold=float(score_thresh)),
+        n("Constant", [], ["trt_label0"], value=numpy_helper.from_array(np.asarray(label0, dtype=np.int32))),
+        n("Add", ["trt_classes", "trt_label0"], ["detection_classes"]),
+    ]
+
+
+def trt_outputs(max_det: int) -> list:
+    """The value infos of the plugin's four outputs, batch 1."""
+    from onnx import TensorProto, helper
+
+    return [helper.make_tensor_value_info("num_detections", TensorProto.INT32, [1, 1]),
+            helper.make_tensor_value_info("detection_boxes", TensorProto.FLOAT, [1, max_det, 4]),
+            helper.make_tensor_value_info("detection_scores", TensorProto.FLOAT, [1, max_det]),
+            helper.make_tensor_value_info("detection_classes", TensorProto.INT32, [1, max_det])]
+
+
+def _model(nodes: list, inits: list, name: str, raw_name: str, raw_shape: list[int], opset: int,
+           outputs: list | None = None) -> Any:
+    """The checked ONNX model of a decoding graph: raw head outputs in; boxes, scores, labels out
+    (or, given `outputs`, those: the TensorRT plugin's, with its domain imported)."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         nodes, name, [helper.make_tensor_value_info(raw_name, TensorProto.FLOAT, raw_shape)],
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, ["detections"])],
+        outputs or [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
+                    helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
+                    helper.make_tensor_value_info("labels", TensorProto.INT64, ["detections"])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(TRT_DOMAIN, 1)] if outputs else [])
+    model = helper.make_model(graph, opset_imports=imports)
     onnx.checker.check_model(model)
     return model
 
 
-def with_postprocess(network: bytes, net: Any, size: tuple[int, int]) -> bytes:
-    """`network` (images -> raw head outputs, batch 1) followed by `postprocess_graph`: one ONNX file."""
+def with_postprocess(network: bytes, net: Any, size: tuple[int, int], nms: str = "onnx") -> bytes:
+    """`network` (images -> raw head outputs, batch 1) followed by `postprocess_graph`: one ONNX file
+    (with nms="trt" it ends in TensorRT's NMS plugin, which only TensorRT runs)."""
     import onnx
     from onnx import compose
 
@@ -256,7 +322,7 @@ def with_postprocess(network: bytes, net: Any, size: tuple[int, int]) -> bytes:
         raise PrunekitError("box decoding + NMS in ONNX is built for a static batch of 1",
                             "export without --dynamic-batch and with a batch-1 target")
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 18)
-    post = postprocess_graph(net, size, "pp_raw", opset)
+    post = postprocess_graph(net, size, "pp_raw", opset, nms)
     post.ir_version = m.ir_version
     merged = compose.merge_models(m, post, io_map=[(m.graph.output[0].name, "pp_raw")])
     onnx.checker.check_model(merged)
