@@ -87,7 +87,8 @@ def test_target_local_profiles_on_first_use(cli, tmp_path, monkeypatch):
     # the budget was aimed through up to 6 pruned copies (the knapsack's choices) timed here on first use
     assert "pruned copies (the latency knapsack's choices)" in " ".join(first.output.split())  # rich wraps lines
     cal = report["goal"]["calibration"]
-    assert 2 <= len(cal["subnets"]) <= 6 and cal["aimed_ratio"] > 0
+    # (6 spread over the range, and up to 3 more timed at the aim for this budget: refinement)
+    assert 2 <= len(cal["subnets"]) <= 9 and cal["aimed_ratio"] > 0
     second = cli([*args, "--out", str(tmp_path / "b")])
     assert second.exit_code == 0 and "target local: measuring" not in second.output
     assert "pruned copies (the latency" not in " ".join(second.output.split())  # reused from the profile

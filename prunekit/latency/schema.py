@@ -149,6 +149,8 @@ class SubnetCalibration(_Model):
     sessions: int = Field(ge=1, default=1)
     sampler: str = Field("random", description="how the copies were chosen (latency.subnets.SAMPLER)")
     date: str = ""
+    aims: dict[str, float] = Field(default_factory=dict, description="budget -> the predicted ratio refinement "
+                                   "chose for it (select.calibrate.refine_calibration); reused, not re-timed")
 
     @field_validator("points")
     @classmethod

@@ -15,7 +15,8 @@ predicted 0.29 and 0.44 of dense measured 0.20 and 0.54 (a cliff in between), an
 aimed by interpolation, measured 0.47. So `refine_calibration` then times the knapsack's choice at
 the aim for the budget asked (the measured loop of `verify`, on magnitude copies, before any
 training): while it measures outside the window it moves the aim, and every copy it times joins
-the calibration kept in the profile, so the next run at that budget starts from a timed point.
+the calibration kept in the profile, and the aim it chose is kept per budget (`aims`), so the
+next run at that budget aims there without timing anything.
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ def refine_calibration(
 
     window = VerifyOptions(max_tries=max(1, tries))
     aim = predicted_target(calibration, budget)
+    if f"{budget:g}" in calibration.aims:  # refined once for this budget: the same command aims the same
+        return calibration, calibration.aims[f"{budget:g}"]
     if not 0.0 < budget < 1.0 or timed_at_aim(calibration, aim, budget, window):
         return calibration, aim
     dense = copy.deepcopy(model).cpu().eval()
@@ -176,8 +179,11 @@ def refine_calibration(
 
     result = verify_selection(select_at, timed, aim * dense_ms, dense_ms, budget, window)
     new = [(t["predicted_ratio"], t["measured_ratio"]) for t in result.tries]
-    refined = calibration.model_copy(update={"points": sorted([*calibration.points, *new])})
-    save_calibration(Path(path), dense, input_shape, key, refined)
+    points = sorted([*calibration.points, *new])
     if any(t["within_tolerance"] for t in result.tries):  # verify_selection kept the closest of those
-        return refined, float(result.info["predicted_ms"]) / dense_ms
-    return refined, predicted_target(refined, budget)
+        aim = float(result.info["predicted_ms"]) / dense_ms
+    else:
+        aim = predicted_target(calibration.model_copy(update={"points": points}), budget)
+    refined = calibration.model_copy(update={"points": points, "aims": {**calibration.aims, f"{budget:g}": round(aim, 5)}})
+    save_calibration(Path(path), dense, input_shape, key, refined)
+    return refined, aim
