@@ -38,6 +38,9 @@ LEGACY_METHOD_KEYS = (
 )
 
 
+TRAIN_KEYS = ("pretrain_epochs", "epochs", "batch_size")  # a task may default them (Task.train_defaults)
+
+
 class CompressSettings(BaseModel):
     """Everything that determines a compress run's result."""
 
@@ -92,6 +95,12 @@ class CompressSettings(BaseModel):
         for key, default in (("model", owner.default_model), ("data", owner.default_data)):
             if values.get(key) is None:
                 values[key] = default
+        for key in TRAIN_KEYS:  # left out (None): the task's own, else the field's default
+            if values.get(key) is None:
+                if key in owner.train_defaults:
+                    values[key] = owner.train_defaults[key]
+                else:
+                    values.pop(key, None)
         return values
 
     @field_validator("method")

@@ -24,6 +24,9 @@ class Task(ABC):
     # The goal of a compress that names none (no --prune-ratio / --latency-budget / --latency-ms /
     # --target): CompressSettings fields, e.g. a latency budget on this machine. Empty: ratio 0.5.
     main_job: ClassVar[dict[str, Any]] = {}
+    # Training settings (pretrain_epochs, epochs, batch_size) where this task's differ from the
+    # CompressSettings defaults; a value the user gives always wins.
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def owns_model(self, name: str) -> bool:
         """Whether a model name belongs to this task without --task (e.g. a torchvision detector)."""

@@ -93,6 +93,11 @@ def test_settings_for_detection() -> None:
     assert (s.model, s.data) == ("ssdlite320_mobilenet_v3_large", "shapes")
     assert make_settings(model="fcos_resnet50_fpn").data == "shapes"  # task inferred from the name
     assert make_settings().model == "resnet18"  # classifiers unchanged
+    # a detector trains long enough for its mAP to mean something; a flag given wins
+    assert (s.pretrain_epochs, s.epochs, s.batch_size) == (40, 10, 16)
+    assert make_settings(task="detection", epochs=2, batch_size=None).epochs == 2
+    c = make_settings(pretrain_epochs=None, epochs=None, batch_size=None)
+    assert (c.pretrain_epochs, c.epochs, c.batch_size) == (3, 3, 64)
     for method in ("csam", "s2ap"):
         with pytest.raises(PrunekitError, match="does not run on detectors"):
             make_settings(task="detection", method=method)
