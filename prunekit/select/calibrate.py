@@ -152,10 +152,10 @@ def refine_calibration(
     from prunekit.latency.subnets import predicted_target
     from prunekit.select.verify import runtime_measure
 
-    window = VerifyOptions(max_tries=max(1, tries))
-    aim = predicted_target(calibration, budget)
     if f"{budget:g}" in calibration.aims:  # refined once for this budget: the same command aims the same
         return calibration, calibration.aims[f"{budget:g}"]
+    window = VerifyOptions(max_tries=max(1, tries))
+    aim = predicted_target(calibration, budget)
     if not 0.0 < budget < 1.0 or timed_at_aim(calibration, aim, budget, window):
         return calibration, aim
     dense = copy.deepcopy(model).cpu().eval()

@@ -82,23 +82,32 @@ def postprocess_parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.
     PyTorch's network and torchvision's decoding, image by image (the file has batch 1)."""
     import onnxruntime as ort
 
-    model = model.eval().cpu()
-    size = (int(images.shape[-2]), int(images.shape[-1]))
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> dict[str, torch.Tensor]:
+        boxes, scores, labels = sess.run(None, {name: x})
+        return {"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores), "labels": torch.from_numpy(labels)}
+
+    return {**_against_torch(model, images, run), "reference": "PyTorch network + torchvision postprocess_detections",
+            "outputs": "boxes [K, 4] xyxy input pixels, scores [K], labels [K] int64"}
+
+
+def _against_torch(model: torch.nn.Module, images: torch.Tensor,
+                   run: Callable[[np.ndarray], dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Detections of a one-file detector (`run`: one batch-1 image -> boxes / scores / labels)
+    matched, image by image, against the PyTorch network + the detector's torch decoding."""
+    model = model.eval().cpu()
+    size = (int(images.shape[-2]), int(images.shape[-1]))
     refs, gots = [], []
     for img in images:
         with torch.no_grad():
             refs += model.decode(model(img[None]).float(), size)  # type: ignore[operator]
-        boxes, scores, labels = sess.run(None, {name: img[None].numpy()})
-        gots.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
-                     "labels": torch.from_numpy(labels)})
+        gots.append(run(img[None].numpy()))
     matched, total, box_diff, score_diff = match_detections(refs, gots)
-    agreement = matched / total if total else 1.0
     return {"images": len(images), "detections_compared": total, "matched": matched,
-            "agreement": round(agreement, 4), "max_box_diff_px": round(box_diff, 6),
-            "max_score_diff": round(score_diff, 8), "reference": "PyTorch network + torchvision postprocess_detections",
-            "outputs": "boxes [K, 4] xyxy input pixels, scores [K], labels [K] int64"}
+            "agreement": round(matched / total if total else 1.0, 4), "max_box_diff_px": round(box_diff, 6),
+            "max_score_diff": round(score_diff, 8)}
 
 
 def trt_plugin_reference(onnx_bytes: bytes) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
@@ -144,19 +153,7 @@ def trt_nms_parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.Tens
     (`trt_plugin_reference`) against the PyTorch network + torchvision's decoding, image by image."""
     from prunekit.tasks.detection.postprocess import TRT_DOMAIN, TRT_NMS
 
-    reference = trt_plugin_reference(onnx_bytes)
-    model = model.eval().cpu()
-    size = (int(images.shape[-2]), int(images.shape[-1]))
-    refs, gots = [], []
-    for img in images:
-        with torch.no_grad():
-            refs += model.decode(model(img[None]).float(), size)  # type: ignore[operator]
-        gots.append(reference(img[None].numpy()))
-    matched, total, box_diff, score_diff = match_detections(refs, gots)
-    agreement = matched / total if total else 1.0
-    return {"images": len(images), "detections_compared": total, "matched": matched,
-            "agreement": round(agreement, 4), "max_box_diff_px": round(box_diff, 6),
-            "max_score_diff": round(score_diff, 8),
+    return {**_against_torch(model, images, trt_plugin_reference(onnx_bytes)),
             "checked": f"ONNX Runtime up to the {TRT_NMS} plugin's inputs, the plugin's documented NMS by torchvision",
             "runs_on": f"TensorRT only ({TRT_NMS}, ONNX domain {TRT_DOMAIN}); ONNX Runtime CPU cannot run it",
             "outputs": "num_detections [1, 1] int32, detection_boxes [1, K, 4] xyxy input pixels, "
