@@ -29,6 +29,7 @@ from prunekit.models import count_params, load_weights
 from prunekit.pruning import PruningGraph, apply_plan, count_macs_params
 from prunekit.runs import DEFAULT_ROOT, RunFolder, load_run, read_json, save_weights
 from prunekit.select import Goal
+from prunekit.select.verify import VerifyOptions
 from prunekit.settings import CompressSettings, upgrade_settings_dict
 from prunekit.tasks import Task, resolve_task
 from prunekit.train import TrainConfig, fit
@@ -182,6 +183,8 @@ def compress_model(
             "target_ms": round(target_ms, 5),
             "budget": s.latency_budget,
             "met": pruned_metrics["predicted_latency_ms"] <= target_ms + 1e-9,
+            "met_by": "table",
+            "met_table": pruned_metrics["predicted_latency_ms"] <= target_ms + 1e-9,
         }
         if goal.calibration is not None and goal.dense_ms:
             from prunekit.latency.subnets import calibrated_ratio
@@ -198,7 +201,9 @@ def compress_model(
             report["goal"]["measured_ratio"] = round(timed["ratio"], 5)
             report["goal"]["measured_how"] = timed["how"]
             if s.latency_budget is not None:
-                report["goal"]["met_measured"] = timed["ratio"] <= s.latency_budget * 1.03
+                # A measured verdict outranks the table's: it is the speed the user will see.
+                report["goal"]["met"] = timed["ratio"] <= s.latency_budget * VerifyOptions.high
+                report["goal"]["met_by"] = "measured"
     if dist_utils.is_main():
         folder.finish(report)
     dist_utils.barrier()

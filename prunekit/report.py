@@ -57,4 +57,16 @@ def compress_table(report: dict[str, Any]) -> Table:
         d, p = dense.get(key), pruned.get(key)
         ratio = f"{float(p) / float(d):.3f}" if isinstance(d, (int, float)) and isinstance(p, (int, float)) and d else "-"
         table.add_row(label, _fmt(d, kind), _fmt(p, kind), ratio)
+    table.caption = goal_caption(report.get("goal"))
     return table
+
+
+def goal_caption(goal: dict[str, Any] | None) -> str | None:
+    """One line under the table: the latency budget and whether it was met, and by what evidence."""
+    if not goal or goal.get("budget") is None:
+        return None
+    verdict = "met" if goal.get("met") else "missed"
+    if goal.get("met_by") == "measured":
+        return (f"latency budget {goal['budget']:g}: {verdict}, measured ratio {goal['measured_ratio']:.3f} "
+                f"({goal.get('measured_how', 'timed')})")
+    return f"latency budget {goal['budget']:g}: {verdict} by the latency table (not measured)"

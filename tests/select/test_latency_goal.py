@@ -107,6 +107,17 @@ def test_every_method_meets_its_latency_budget(cli, tmp_path, method, extra):
     result = cli(["compress", *FAST, "--method", method, *extra, "--out", str(tmp_path / method), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["goal"]["met"] is True
+    assert report["goal"]["met"] is True and report["goal"]["met_by"] == "table"
     assert report["pruned"]["predicted_latency_ms"] <= 0.5 * report["dense"]["predicted_latency_ms"] + 1e-9
     assert report["pruned"]["params"] < report["dense"]["params"]
+
+
+def test_goal_caption_says_which_evidence_decided():
+    from prunekit.report import goal_caption
+
+    measured = {"budget": 0.5, "met": False, "met_by": "measured", "met_table": True, "measured_ratio": 0.561,
+                "measured_how": "onnxruntime, warm blocks"}
+    assert goal_caption(measured) == "latency budget 0.5: missed, measured ratio 0.561 (onnxruntime, warm blocks)"
+    table = {"budget": 0.7, "met": True, "met_by": "table", "met_table": True}
+    assert goal_caption(table) == "latency budget 0.7: met by the latency table (not measured)"
+    assert goal_caption({"budget": None, "target_ms": 3.0}) is None and goal_caption(None) is None
