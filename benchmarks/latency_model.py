@@ -36,7 +36,13 @@ seen, and not tuned on afterwards:
                 quiet machine) is what exposed the per-node overhead estimate, so after that fix
                 it is no longer held out; it stays for comparison.
     heldout-b   split B, declared before the per-node fix was measured on anything: mnasnet1_0,
-                regnet_y_400mf at 224 (1000 classes); mobilenet_v3_small, resnet50 at 32 (10 classes)
+                regnet_y_400mf at 224 (1000 classes); mobilenet_v3_small, resnet50 at 32 (10 classes).
+                Its rerun of 2026-12-03 exposed two grid bugs (grouped-conv grids reduced to two
+                points, fast widths below the grid priced at a slow-path sample), so after that fix
+                it is no longer held out either.
+    heldout-c   split C, declared 2026-12-03 after the grid fix and before any of its models was
+                built, profiled or timed: regnet_y_800mf, mnasnet0_5 at 224 (1000 classes);
+                resnext50_32x4d, efficientnet_b1 at 32 (10 classes)
 
 Held-out models get only their layer cells measured (`calibrate=False`: the primitives a
 user's first compress measures), nothing end to end; they are pruned at levels the
@@ -108,6 +114,9 @@ HELDOUT: list[tuple[str, int, int]] = [
 HELDOUT_B: list[tuple[str, int, int]] = [
     ("mnasnet1_0", 224, 1000), ("regnet_y_400mf", 224, 1000), ("mobilenet_v3_small", 32, 10), ("resnet50", 32, 10),
 ]
+HELDOUT_C: list[tuple[str, int, int]] = [
+    ("regnet_y_800mf", 224, 1000), ("mnasnet0_5", 224, 1000), ("resnext50_32x4d", 32, 10), ("efficientnet_b1", 32, 10),
+]
 HELDOUT_LEVELS: list[tuple[str, float, tuple[float, ...] | None, int | None]] = [
     ("uniform-25", 0.25, None, None),
     ("uniform-45/r8", 0.45, None, 8),
@@ -161,7 +170,7 @@ def build_heldout_profile(path: Path, console: Console) -> None:
     from prunekit.latency.local import LAZY_GRID
     from prunekit.latency.profiler import profile_model
 
-    for (name, size, classes), calibrate in [(m, True) for m in TUNE] + [(m, False) for m in HELDOUT + HELDOUT_B]:
+    for (name, size, classes), calibrate in [(m, True) for m in TUNE] + [(m, False) for m in HELDOUT + HELDOUT_B + HELDOUT_C]:
         console.print(f"profile: {name} at {size}x{size}, {classes} classes "
                       f"({'cells + calibration' if calibrate else 'cells only: held out'})")
         profile_model("heldout-bench", "onnxruntime", name, size, num_classes=classes, threads=1, out=path,
@@ -173,6 +182,8 @@ def _cases(args: argparse.Namespace) -> tuple[list[tuple[str, int, int]], list]:
         return HELDOUT, HELDOUT_LEVELS
     if args.split == "heldout-b":
         return HELDOUT_B, HELDOUT_LEVELS
+    if args.split == "heldout-c":
+        return HELDOUT_C, HELDOUT_LEVELS
     if args.split == "tune":
         return TUNE, LEVELS
     return [(m, args.size, 1000) for m in args.models], LEVELS
@@ -182,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Latency predictor vs measurement on a target profile.")
     ap.add_argument("--profile", default=None,
                     help="profile name or file (default: cpu-ort; with --split: benchmarks/results/heldout-profile.json)")
-    ap.add_argument("--split", choices=["none", "tune", "heldout", "heldout-b"], default="none",
+    ap.add_argument("--split", choices=["none", "tune", "heldout", "heldout-b", "heldout-c"], default="none",
                     help="tune / heldout / heldout-b: the declared splits of the docstring (sizes and classes per model)")
     ap.add_argument("--build", action="store_true", help="with --split: measure the split's profile here first")
     ap.add_argument("--models", nargs="*", default=MODELS)

@@ -11,10 +11,11 @@ the slow path; 1 = no slow path) and `pad` (the block the fast kernels pad to).
 The grid (`make_grid`): every multiple of `step` up to `fine_limit`, then about `divisions`
 multiples of `pad` up to the layer's width, plus the dense width; on an axis with a slow path,
 also slow-path samples (`p - align/2`): one per `pad` block up to `fine_limit`, then at every
-other coarse point.
+other coarse point. For a grouped conv every point moves to the multiples of the group count on
+either side of it.
 
 Interpolation (`axis_weights`, per axis, then bilinear): exact at grid points; a width below
-the smallest grid point costs that point (never less); above the largest it is an error
+the smallest grid point costs the smallest point of its class (never less); above the largest it is an error
 (MissingSignatureError: measure the wider layer). Elsewhere only
 grid points of the query's class (fast / slow path) are used. Fast class: if the neighbours
 are at most one `pad` block apart, the query costs what the upper neighbour costs (the runtime
@@ -68,7 +69,12 @@ def make_grid(
             q = p - half
             if 0 < q <= width and not is_fast(q, align):
                 pts.add(q)
-    pts = {p for p in pts if p % multiple_of == 0} or {width}
+    if multiple_of > 1:
+        # a grouped conv's widths are multiples of its group count: move every point to the multiples
+        # on either side of it (dropping the points that are not multiples left g6 with 30 and 48 only)
+        m = multiple_of
+        near = {q for p in pts for q in (p // m * m, -(-p // m) * m)}
+        pts = {q for q in near if m <= q <= width} | {width}
     return sorted(pts)
 
 
@@ -83,9 +89,10 @@ def axis_weights(grid: list[int], c: int, align: int = 1, pad: int = 16) -> list
         return [(grid.index(c), 1.0)]
     if c > grid[-1] or c < 1:
         raise ValueError(f"width {c} is outside the measured range {grid[0]}..{grid[-1]}")
-    if c < grid[0]:  # narrower than anything measured: the runtime pads it up at least that far
-        return [(0, 1.0)]
     fast = is_fast(c, align)
+    if c < grid[0]:  # narrower than anything measured: the runtime pads it up at least that far,
+        # to the smallest point of its own class (a slow-path sample must not price a fast width)
+        return [(next((i for i, g in enumerate(grid) if is_fast(g, align) == fast), 0), 1.0)]
     same = [i for i, g in enumerate(grid) if is_fast(g, align) == fast]
     lo = max((i for i in same if grid[i] < c), default=None)
     hi = min((i for i in same if grid[i] > c), default=None)

@@ -86,3 +86,23 @@ def test_grid_widths_and_make_grid():
 def test_below_grid_costs_the_smallest_point():
     p = staircase_profile()
     assert p.layer_latency(SIG, 16, 3) == pytest.approx(p.layer_latency(SIG, 16, 8))
+
+
+def test_below_grid_uses_its_own_class():
+    # lazy grid (step 16) with slow-path samples 14 / 30: a fast width 4 pads up to 16, not to slow 14
+    grid = [14, 16, 30, 32]
+    assert axis_weights(grid, 4, align=4, pad=16) == [(1, 1.0)]
+    assert axis_weights(grid, 6, align=4, pad=16) == [(0, 1.0)]  # 6 is slow-path itself
+
+
+def test_grouped_grid_keeps_its_density():
+    # regnet_y_400mf: 48 channels in 6 groups on the lazy grid; multiples of 6 only, on both sides
+    # of every ungrouped point (filtering left [30, 48]: any pruned width cost the dense layer)
+    g = make_grid(48, step=16, pad=16, align=4, fine_limit=32, divisions=8, multiple_of=6)
+    assert all(c % 6 == 0 for c in g) and g[-1] == 48
+    assert g == [12, 18, 30, 36, 42, 48]
+    w = dict(axis_weights(g, 36, align=4, pad=16))
+    assert w == {g.index(36): 1.0}
+    w24 = axis_weights(g, 24, align=4, pad=16)  # fast, between fast 12 and 36: linear, below dense
+    assert [g[i] for i, _ in w24] == [12, 36]
+    assert make_grid(64, step=8, pad=16, multiple_of=1) == make_grid(64, step=8, pad=16)
