@@ -18,7 +18,8 @@ from rich.console import Console
 from torch import nn
 
 from prunekit.errors import PrunekitError
-from prunekit.latency.layers import enumerate_layers
+from prunekit.latency.grid import make_grid
+from prunekit.latency.layers import OP_GCONV, enumerate_layers
 from prunekit.latency.schema import MissingSignatureError, Profile
 from prunekit.latency.store import LOCAL, LOCAL_THREADS, load_profile, local_profile_path, read_profile_file
 
@@ -26,7 +27,8 @@ LAZY_GRID = {"step": 16, "fine_limit": 32, "divisions": 8}
 
 
 def missing_layers(profile: Profile, model: nn.Module, input_shape: tuple[int, int, int, int]) -> list[str]:
-    """Signatures `model` needs that `profile` lacks, or has but not wide enough."""
+    """Signatures `model` needs that `profile` lacks, has but not wide enough, or (grouped convs)
+    holds on a grid sparser than the lazy grid makes now."""
     out: list[str] = []
     for spec in enumerate_layers(model, input_shape):
         if spec.signature in out:
@@ -35,7 +37,26 @@ def missing_layers(profile: Profile, model: nn.Module, input_shape: tuple[int, i
             profile.layer_latency(spec.signature, spec.cin, spec.cout)
         except MissingSignatureError:
             out.append(spec.signature)
+            continue
+        if spec.op == OP_GCONV and sparse_grouped_grid(profile, spec.signature, spec.groups):
+            out.append(spec.signature)
     return out
+
+
+def sparse_grouped_grid(profile: Profile, signature: str, groups: int) -> bool:
+    """Whether a grouped conv's stored grid lacks points the lazy grid has at its widest width.
+
+    Profiles measured before 2026-12-03 dropped every grid point that was not a multiple of the
+    group count (a 6-group conv kept two widths, and each pruned width cost the dense layer);
+    measuring the missing points mends them in place (`profile_model` adds only missing cells).
+    """
+    entry = profile.table[signature]
+    axes = [(entry.cin, profile.align_cin)] + ([(entry.cout, profile.align_cout)] if entry.cout else [])
+    for widths, align in axes:
+        want = make_grid(max(widths), pad=profile.pad, align=align, multiple_of=groups, **LAZY_GRID)
+        if not set(want) <= set(widths):
+            return True
+    return False
 
 
 def unpriced_ops(profile: Profile, model: nn.Module, input_shape: tuple[int, int, int, int]) -> list[str]:

@@ -83,3 +83,31 @@ def test_an_op_kind_never_timed_here_is_calibrated_once(profile_dir, monkeypatch
     monkeypatch.setattr(profiler, "profile_model", lambda *a, **k: calls.append(a))
     resolve_target("local", _tiny(), "tiny", SHAPE, 4, quiet=True)
     assert calls == []
+
+
+def _grouped(width: int = 48) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, groups=6),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 4)).eval()
+
+
+def test_a_grouped_conv_measured_on_the_old_sparse_grid_is_mended(profile_dir):
+    resolve_target("local", _grouped(), "grouped", SHAPE, 4, quiet=True)
+    prof = load_profile("local")
+    sig = next(s for s in prof.table if s.startswith("gconv"))
+    assert missing_layers(prof, _grouped(), SHAPE) == []
+    assert all(c % 6 == 0 for c in prof.table[sig].cin) and len(prof.table[sig].cin) >= 5
+    # what a profile made before the grid fix held: only the multiples of 6 among the plain grid
+    old = prof.model_copy(deep=True)
+    entry = old.table[sig]
+    ki = [i for i, c in enumerate(entry.cin) if c in (30, 48)]
+    ko = [j for j, c in enumerate(entry.cout) if c in (30, 48)]
+    old.table[sig] = entry.model_copy(update={"cin": [entry.cin[i] for i in ki], "cout": [entry.cout[j] for j in ko],
+                                              "ms": [[entry.ms[i][j] for j in ko] for i in ki]})
+    assert missing_layers(old, _grouped(), SHAPE) == [sig]
+    from prunekit.latency.store import save_profile
+
+    local_profile_path().unlink()  # (save_profile merges with what is on disk)
+    save_profile(old, local_profile_path())
+    assert missing_layers(load_profile("local"), _grouped(), SHAPE) == [sig]
+    mended = resolve_target("local", _grouped(), "grouped", SHAPE, 4, quiet=True)
+    assert missing_layers(mended, _grouped(), SHAPE) == [] and len(mended.table[sig].cin) >= 5
