@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from PIL import Image
+
+from prunekit.tasks.detection.data import shapes_records
 
 
 def write_image(path: Path, w: int, h: int, color: tuple[int, int, int] = (40, 90, 160)) -> None:
@@ -33,3 +36,14 @@ def voc_xml(name: str, w: int, h: int, objs: list[tuple[str, int, int, int, int]
         VOC_OBJ.format(cls=c, d=difficult, x0=a, y0=b, x1=x, y1=y) for c, a, b, x, y in objs))
 
 
+
+
+def shapes_images(n: int, size: int = 64, seed: int = 5) -> torch.Tensor:
+    """`n` images of the built-in shapes set, resized to size x size."""
+    x = torch.stack([r.image for r in shapes_records(n, seed=seed)])
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def shapes_targets(n: int, size: int = 64, seed: int = 5) -> list[dict[str, torch.Tensor]]:
+    """The boxes and labels of `shapes_images(n, size, seed)` (the set is drawn at 128 px)."""
+    return [{"boxes": r.boxes * size / 128, "labels": r.labels} for r in shapes_records(n, seed=seed)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detfiles import shapes_images, shapes_targets
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -11,19 +12,9 @@ from prunekit.errors import PrunekitError
 from prunekit.pruning import PruningGraph, apply_plan
 from prunekit.select import Goal, select
 from prunekit.tasks import resolve_task
-from prunekit.tasks.detection.data import shapes_records
 from prunekit.tasks.detection.network import DetectorNet, build_detector
 
 SSD = "ssdlite320_mobilenet_v3_large"
-
-
-def _images(n: int, size: int = 64) -> torch.Tensor:
-    x = torch.stack([r.image for r in shapes_records(n, seed=5)])
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def _targets(n: int, size: int = 64) -> list[dict[str, torch.Tensor]]:
-    return [{"boxes": r.boxes * size / 128, "labels": r.labels} for r in shapes_records(n, seed=5)]
 
 
 def _prune_reload(name: str, ratio: float = 0.5) -> tuple[DetectorNet, DetectorNet, PruningGraph]:
@@ -45,7 +36,7 @@ def test_ssdlite_network_prune_and_reload() -> None:
     dense = build_detector(SSD, 4)
     assert len(net.output_layers()) == 12  # 6 levels x (boxes, classes)
     assert sum(p.numel() for p in net.parameters()) < 0.5 * sum(p.numel() for p in dense.parameters())
-    x = _images(2)
+    x = shapes_images(2, seed=5)
     with torch.no_grad():
         out = net(x)
         assert out.shape[0] == 2 and out.shape[-1] == 4 + 4  # 4 box deltas + 4 class logits per anchor
@@ -57,7 +48,7 @@ def test_ssdlite_network_prune_and_reload() -> None:
 
 def test_losses_are_the_detectors_and_train() -> None:
     net = build_detector(SSD, 4).train()
-    x, ys = _images(2), _targets(2)
+    x, ys = shapes_images(2, seed=5), shapes_targets(2, seed=5)
     losses = net.losses(net(x), ys, (64, 64))
     assert set(losses) == {"bbox_regression", "classification"}
     total = sum(losses.values())
@@ -72,11 +63,11 @@ def test_losses_are_the_detectors_and_train() -> None:
 def test_factory_detectors_prune_and_reload(factory: str) -> None:
     net, reloaded, graph = _prune_reload(factory, ratio=0.5)
     assert any(g.name.startswith("detector.backbone") for g in graph.groups)
-    x = _images(2)
+    x = shapes_images(2, seed=5)
     with torch.no_grad():
         assert torch.equal(net(x), reloaded(x))
     net.train()
-    assert torch.isfinite(sum(net.losses(net(x), _targets(2), (64, 64)).values()))
+    assert torch.isfinite(sum(net.losses(net(x), shapes_targets(2, seed=5), (64, 64)).values()))
 
 
 def test_task_inference_and_refusals() -> None:
@@ -99,7 +90,7 @@ def test_a_detector_that_does_not_trace_names_the_layer() -> None:
 @pytest.mark.parametrize("name", ["fcos_resnet50_fpn", "retinanet_resnet50_fpn"])
 def test_torchvision_fpn_detectors_prune_and_reload(name: str) -> None:
     net, reloaded, graph = _prune_reload(name, ratio=0.3)
-    x = _images(1)
+    x = shapes_images(1, seed=5)
     with torch.no_grad():
         assert torch.equal(net(x), reloaded(x))
 

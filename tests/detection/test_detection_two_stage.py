@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detfiles import shapes_images, shapes_targets
 
 from prunekit.deploy.onnx import to_onnx
 from prunekit.errors import PrunekitError
 from prunekit.pruning import PruningGraph, apply_plan
 from prunekit.select import Goal, select
-from prunekit.tasks.detection.data import shapes_records
 from prunekit.tasks.detection.network import build_detector
 from prunekit.tasks.detection.parity import detection_parity
 from prunekit.tasks.detection.two_stage import TwoStageNet
 
 TINY = "tinydetectors:tiny_faster_rcnn"
-
-
-def _images(n: int, size: int = 64) -> torch.Tensor:
-    x = torch.stack([r.image for r in shapes_records(n, seed=7)])
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def _targets(n: int, size: int = 64) -> list[dict[str, torch.Tensor]]:
-    return [{"boxes": r.boxes * size / 128, "labels": r.labels} for r in shapes_records(n, seed=7)]
 
 
 @pytest.fixture()
@@ -37,7 +28,7 @@ def net() -> TwoStageNet:
 
 def test_decoding_the_network_output_is_torchvisions_own_inference(net: TwoStageNet) -> None:
     """Oracle: the wrapped detector's own eval forward (its transform does not resize a 64 px image)."""
-    x = _images(2)
+    x = shapes_images(2, seed=7)
     with torch.no_grad():
         out = net(x)
         ours = net.decode(out, (64, 64))
@@ -51,7 +42,7 @@ def test_decoding_the_network_output_is_torchvisions_own_inference(net: TwoStage
 
 
 def test_padded_slots_decode_to_nothing(net: TwoStageNet) -> None:
-    out = net(_images(1)).detach()
+    out = net(shapes_images(1, seed=7)).detach()
     out[:, 5:, :4] = 0.0  # proposals 5.. empty: as when the RPN keeps fewer than R
     out[:, 5:, 4:] = torch.randn_like(out[:, 5:, 4:]) * 10
     dets = net.decode(out, (64, 64))[0]
@@ -60,10 +51,10 @@ def test_padded_slots_decode_to_nothing(net: TwoStageNet) -> None:
 
 def test_losses_are_torchvisions_and_reach_every_stage(net: TwoStageNet) -> None:
     net.train()
-    x = _images(2)
+    x = shapes_images(2, seed=7)
     out = net(x)
     assert out.shape == (2, 30, 4)  # training forward: the proposals (RoIs are sampled in the loss)
-    losses = net.losses(out, _targets(2), (64, 64))
+    losses = net.losses(out, shapes_targets(2, seed=7), (64, 64))
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
     sum(losses.values()).backward()
     det = net.detector
@@ -72,7 +63,7 @@ def test_losses_are_torchvisions_and_reach_every_stage(net: TwoStageNet) -> None
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}] * 2
     assert torch.isfinite(sum(net.losses(net(x), empty, (64, 64)).values()))
     with pytest.raises(PrunekitError, match="training forward"):
-        net.losses(out, _targets(2), (64, 64))  # the kept features were used up
+        net.losses(out, shapes_targets(2, seed=7), (64, 64))  # the kept features were used up
 
 
 def test_pruning_reaches_the_box_head_through_roialign(net: TwoStageNet) -> None:
@@ -92,7 +83,7 @@ def test_pruning_reaches_the_box_head_through_roialign(net: TwoStageNet) -> None
     assert net.detector.rpn.head.conv[0][0].in_channels == len(kept)
     assert [m.weight.shape[0] for m in net.output_layers()] == [3, 12, 4, 16]
     with torch.no_grad():
-        assert net(_images(1)).shape == (1, 20, 24)
+        assert net(shapes_images(1, seed=7)).shape == (1, 20, 24)
 
 
 def test_prune_select_and_identity_reload(net: TwoStageNet) -> None:
@@ -102,7 +93,7 @@ def test_prune_select_and_identity_reload(net: TwoStageNet) -> None:
     graph.prune(keep)
     reloaded = apply_plan(build_detector(TINY, 4), graph.plan(), example, TINY).eval()
     reloaded.load_state_dict(net.state_dict())
-    x = _images(2)
+    x = shapes_images(2, seed=7)
     with torch.no_grad():
         assert torch.equal(net(x), reloaded(x))
 
@@ -112,7 +103,7 @@ def test_onnx_export_holds_the_rpn_nms_and_roialign(net: TwoStageNet) -> None:
     Runtime's outputs decode to torch's detections."""
     import onnx
 
-    x = _images(4)
+    x = shapes_images(4, seed=7)
     export = to_onnx(net, (1, 3, 64, 64))
     def ops_of(graph: onnx.GraphProto) -> set[str]:  # NMS sits in an If branch (no boxes: no NMS)
         found = set()
@@ -147,7 +138,7 @@ def test_torchvision_faster_rcnn_mobilenet_prunes_and_reloads() -> None:
     graph.prune(keep)
     reloaded = apply_plan(build_detector(name, 4), graph.plan(), example, name).eval()
     reloaded.load_state_dict(net.state_dict())
-    x = _images(1, 128)
+    x = shapes_images(1, 128, seed=7)
     with torch.no_grad():
         assert torch.equal(net(x), reloaded(x))
 

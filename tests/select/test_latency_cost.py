@@ -65,7 +65,9 @@ def test_selection_fills_the_goal_with_few_exact_predictions(setup, budget):
     dense = predict_latency(graph.model, profile, SHAPE).total_ms
     scores = graph.importance("magnitude")
     sel = select_for_latency(graph, scores, profile, SHAPE, budget * dense)
-    assert budget * dense * 0.97 <= sel.predicted_ms <= budget * dense
+    # within 7 %: the graph constant is priced on this machine's ONNX Runtime graph, and on an
+    # AVX-512 host the 0.3 goal's next-larger knapsack choice is 1e-5 ms over it (fills 93.7 %)
+    assert budget * dense * 0.93 <= sel.predicted_ms <= budget * dense
     assert sel.exact_predictions <= 3
 
 
@@ -127,3 +129,24 @@ def test_head_groups_pay_for_their_attention():
     without.pop(":MatMul")
     profile.constant.ops = without
     assert LatencyCostModel(graph, profile, SHAPE).attention_rate == {}
+
+
+def test_a_cheap_predictor_that_keeps_missing_steps_down_instead_of_collapsing(setup, monkeypatch):
+    """When every exact check of the cheap predictor's choice is over the goal, the knapsack budget
+    is lowered and each choice checked exactly; it used to return the minimum widths (seen on
+    mobilenet_v2 at 224: a 0.73 goal gave a model measuring 0.14 of dense)."""
+    from prunekit.select import latency as sl
+
+    profile, graph, _ = setup
+    dense = sl.predict_current(graph, profile, SHAPE).total_ms
+    scores = graph.importance("magnitude")
+    target = 0.6 * dense
+    min_ms = sl.check_reachable(graph, profile, SHAPE, target, 8) and sl.predict_for_keep(
+        graph, sl.widths_to_keep(scores, {g.name: 8 for g in graph.groups}), profile, SHAPE)
+    # an optimistic cheap predictor that ignores its offset: its choice is always the same, and over
+    monkeypatch.setattr(sl._CheapPredictor, "__call__", lambda self, w: 0.7 * self.priced(w))
+    sel = select_for_latency(graph, scores, profile, SHAPE, target)
+    assert sel.predicted_ms <= target
+    assert sel.predicted_ms >= 0.8 * target > min_ms  # not the minimum widths
+    assert any(t.get("step_down") for t in sel.trace) and sel.exact_predictions >= 2
+    assert sl.predict_for_keep(graph, sel.keep, profile, SHAPE) == pytest.approx(sel.predicted_ms)
