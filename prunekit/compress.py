@@ -178,13 +178,14 @@ def compress_model(
     }
     if goal.kind == "latency":
         target_ms = float(goal.target_ms or 0.0)
+        met_table = pruned_metrics["predicted_latency_ms"] <= target_ms + 1e-9
         report["goal"] = {
             "target": s.target,
             "target_ms": round(target_ms, 5),
             "budget": s.latency_budget,
-            "met": pruned_metrics["predicted_latency_ms"] <= target_ms + 1e-9,
+            "met": met_table,
             "met_by": "table",
-            "met_table": pruned_metrics["predicted_latency_ms"] <= target_ms + 1e-9,
+            "met_table": met_table,
         }
         if goal.calibration is not None and goal.dense_ms:
             from prunekit.latency.subnets import calibrated_ratio

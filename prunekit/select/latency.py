@@ -398,13 +398,11 @@ def _step_down(
     best: LatencySelection | None = None
     for _ in range(tries):
         b = (over + under) / 2 if under is not None else over * 0.9
-        choice = solve_grouped_knapsack(options, b, resolution)
-        key = tuple(int(j) for j in choice)
+        widths, key = _knapsack_choice(options, names, cands, b, resolution)
         if key in tried:  # a choice already found over the goal
             over = b
             continue
         tried.add(key)
-        widths = {n: cands[i][j] for i, (n, j) in enumerate(zip(names, choice, strict=True))}
         keep = widths_to_keep(scores, widths)
         exact = predict_for_keep(graph, keep, profile, input_shape)
         trace.append({"budget": round(b, 5), "exact_ms": round(exact, 5), "step_down": 1.0})
@@ -416,7 +414,16 @@ def _step_down(
             best = LatencySelection(keep, exact, target_ms, 0)
         if exact >= target_ms * (1.0 - fill_tolerance):
             break
+        tried.discard(key)  # (not over the goal: a repeat of it must not lower `over`)
     return best
+
+
+def _knapsack_choice(options: list[list[tuple[float, float]]], names: list[str], cands: list[list[int]],
+                     budget: float, resolution: int) -> tuple[dict[str, int], tuple[int, ...]]:
+    """The knapsack's widths per group at `budget`, and the choice as a hashable key."""
+    choice = solve_grouped_knapsack(options, budget, resolution)
+    widths = {n: cands[i][j] for i, (n, j) in enumerate(zip(names, choice, strict=True))}
+    return widths, tuple(int(j) for j in choice)
 
 
 def _search_budget(
@@ -446,11 +453,9 @@ def _search_budget(
     for _ in range(max_iterations):
         solves += 1
         budget = min(max(budget, min_cost), max_cost)
-        choice = solve_grouped_knapsack(options, budget, resolution)
-        widths = {n: cands[i][j] for i, (n, j) in enumerate(zip(names, choice, strict=True))}
+        widths, key = _knapsack_choice(options, names, cands, budget, resolution)
         predicted = cheap(widths)
         trace.append({"budget": round(budget, 5), "cheap_ms": round(predicted, 5)})
-        key = tuple(int(j) for j in choice)
         if fallback is None or predicted < fallback[2]:
             fallback = (widths, key, budget)
         if predicted <= target_ms:
