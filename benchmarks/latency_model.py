@@ -43,6 +43,10 @@ seen, and not tuned on afterwards:
     heldout-c   split C, declared 2026-12-03 after the grid fix and before any of its models was
                 built, profiled or timed: regnet_y_800mf, mnasnet0_5 at 224 (1000 classes);
                 resnext50_32x4d, efficientnet_b1 at 32 (10 classes)
+    heldout-d   split D, declared 2026-12-03 18:30 UTC, before any of its models was built, profiled
+                or timed, and before the change it is meant to test (pricing cells against their
+                session's end-to-end time) was written: regnet_x_800mf, googlenet at 224 (1000
+                classes); efficientnet_b2, mnasnet1_3 at 32 (10 classes). Run once, at the end.
 
 Held-out models get only their layer cells measured (`calibrate=False`: the primitives a
 user's first compress measures), nothing end to end; they are pruned at levels the
@@ -117,6 +121,9 @@ HELDOUT_B: list[tuple[str, int, int]] = [
 HELDOUT_C: list[tuple[str, int, int]] = [
     ("regnet_y_800mf", 224, 1000), ("mnasnet0_5", 224, 1000), ("resnext50_32x4d", 32, 10), ("efficientnet_b1", 32, 10),
 ]
+HELDOUT_D: list[tuple[str, int, int]] = [
+    ("regnet_x_800mf", 224, 1000), ("googlenet", 224, 1000), ("efficientnet_b2", 32, 10), ("mnasnet1_3", 32, 10),
+]
 HELDOUT_LEVELS: list[tuple[str, float, tuple[float, ...] | None, int | None]] = [
     ("uniform-25", 0.25, None, None),
     ("uniform-45/r8", 0.45, None, 8),
@@ -170,7 +177,7 @@ def build_heldout_profile(path: Path, console: Console) -> None:
     from prunekit.latency.local import LAZY_GRID
     from prunekit.latency.profiler import profile_model
 
-    for (name, size, classes), calibrate in [(m, True) for m in TUNE] + [(m, False) for m in HELDOUT + HELDOUT_B + HELDOUT_C]:
+    for (name, size, classes), calibrate in [(m, True) for m in TUNE] + [(m, False) for m in HELDOUT + HELDOUT_B + HELDOUT_C + HELDOUT_D]:
         console.print(f"profile: {name} at {size}x{size}, {classes} classes "
                       f"({'cells + calibration' if calibrate else 'cells only: held out'})")
         profile_model("heldout-bench", "onnxruntime", name, size, num_classes=classes, threads=1, out=path,
@@ -184,6 +191,8 @@ def _cases(args: argparse.Namespace) -> tuple[list[tuple[str, int, int]], list]:
         return HELDOUT_B, HELDOUT_LEVELS
     if args.split == "heldout-c":
         return HELDOUT_C, HELDOUT_LEVELS
+    if args.split == "heldout-d":
+        return HELDOUT_D, HELDOUT_LEVELS
     if args.split == "tune":
         return TUNE, LEVELS
     return [(m, args.size, 1000) for m in args.models], LEVELS
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Latency predictor vs measurement on a target profile.")
     ap.add_argument("--profile", default=None,
                     help="profile name or file (default: cpu-ort; with --split: benchmarks/results/heldout-profile.json)")
-    ap.add_argument("--split", choices=["none", "tune", "heldout", "heldout-b", "heldout-c"], default="none",
+    ap.add_argument("--split", choices=["none", "tune", "heldout", "heldout-b", "heldout-c", "heldout-d"], default="none",
                     help="tune / heldout / heldout-b: the declared splits of the docstring (sizes and classes per model)")
     ap.add_argument("--build", action="store_true", help="with --split: measure the split's profile here first")
     ap.add_argument("--models", nargs="*", default=MODELS)
