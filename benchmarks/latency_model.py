@@ -52,7 +52,11 @@ seen, and not tuned on afterwards:
     heldout-e   split E, declared 2026-12-03 19:30 UTC, before any of its models was built, profiled
                 or timed and before the weight-stream term it tests was written: models whose
                 weights outgrow the cache at 32 px: resnet101, wide_resnet50_2, regnet_x_3_2gf at
-                32 (10 classes)
+                32 (10 classes). (The term was prototyped and dropped before E was run: a probe of
+                this machine's cache cliff moved between runs; E was run with the unchanged table.)
+    heldout-f   split F, declared 2026-12-03 19:31 UTC, before any of its models was built, profiled
+                or timed and before split D's 224 px rows were looked into: densenet121,
+                squeezenet1_1, mnasnet0_75 at 224 (1000 classes)
 
 Held-out models get only their layer cells measured (`calibrate=False`: the primitives a
 user's first compress measures), nothing end to end; they are pruned at levels the
@@ -131,6 +135,7 @@ HELDOUT_D: list[tuple[str, int, int]] = [
     ("regnet_x_800mf", 224, 1000), ("googlenet", 224, 1000), ("efficientnet_b2", 32, 10), ("mnasnet1_3", 32, 10),
 ]
 HELDOUT_E: list[tuple[str, int, int]] = [("resnet101", 32, 10), ("wide_resnet50_2", 32, 10), ("regnet_x_3_2gf", 32, 10)]
+HELDOUT_F: list[tuple[str, int, int]] = [("densenet121", 224, 1000), ("squeezenet1_1", 224, 1000), ("mnasnet0_75", 224, 1000)]
 HELDOUT_LEVELS: list[tuple[str, float, tuple[float, ...] | None, int | None]] = [
     ("uniform-25", 0.25, None, None),
     ("uniform-45/r8", 0.45, None, 8),
@@ -184,7 +189,7 @@ def build_heldout_profile(path: Path, console: Console) -> None:
     from prunekit.latency.local import LAZY_GRID
     from prunekit.latency.profiler import profile_model
 
-    for (name, size, classes), calibrate in [(m, True) for m in TUNE] + [(m, False) for m in HELDOUT + HELDOUT_B + HELDOUT_C + HELDOUT_D + HELDOUT_E]:
+    for (name, size, classes), calibrate in [(m, True) for m in TUNE] + [(m, False) for m in HELDOUT + HELDOUT_B + HELDOUT_C + HELDOUT_D + HELDOUT_E + HELDOUT_F]:
         console.print(f"profile: {name} at {size}x{size}, {classes} classes "
                       f"({'cells + calibration' if calibrate else 'cells only: held out'})")
         profile_model("heldout-bench", "onnxruntime", name, size, num_classes=classes, threads=1, out=path,
@@ -202,6 +207,8 @@ def _cases(args: argparse.Namespace) -> tuple[list[tuple[str, int, int]], list]:
         return HELDOUT_D, HELDOUT_LEVELS
     if args.split == "heldout-e":
         return HELDOUT_E, HELDOUT_LEVELS
+    if args.split == "heldout-f":
+        return HELDOUT_F, HELDOUT_LEVELS
     if args.split == "tune":
         return TUNE, LEVELS
     return [(m, args.size, 1000) for m in args.models], LEVELS
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Latency predictor vs measurement on a target profile.")
     ap.add_argument("--profile", default=None,
                     help="profile name or file (default: cpu-ort; with --split: benchmarks/results/heldout-profile.json)")
-    ap.add_argument("--split", choices=["none", "tune", "heldout", "heldout-b", "heldout-c", "heldout-d", "heldout-e"], default="none",
+    ap.add_argument("--split", choices=["none", "tune", "heldout", "heldout-b", "heldout-c", "heldout-d", "heldout-e", "heldout-f"], default="none",
                     help="tune / heldout / heldout-b: the declared splits of the docstring (sizes and classes per model)")
     ap.add_argument("--build", action="store_true", help="with --split: measure the split's profile here first")
     ap.add_argument("--models", nargs="*", default=MODELS)
