@@ -22,8 +22,8 @@ the lazy grid for four signatures, small at 4x4 to large at 56x56), each twice: 
 sum, the warm end-to-end time with inputs and outputs bound to preallocated buffers (less the
 fixed cost of one run), and their difference per node. Two repeats that agree say the difference
 is a property of the session's layers, not noise. (It was the basis of a per-session shift of the
-cells, tried 2026-12-03 and not adopted: profiles/README.md "Pricing cells against their
-session".)
+cells, tried 2026-12-03 and not adopted: profiles/README.md "Splits C to F, two ideas that did
+not help".)
 """
 
 from __future__ import annotations

@@ -412,10 +412,11 @@ def graph_constant(
                 unpriced.append(key)
         by_op[key] = by_op.get(key, 0.0) + cost.a_ms + cost.b_ms_per_melem * size
     n_nodes = len(opt.graph.node)
-    overhead = c.fixed_ms + c.per_node_ms * n_nodes
-    by_op["overhead"] = max(
-        overhead, -sum(by_op.values())
-    )  # a (small) negative correction, never below 0 total
+    # the per-node correction is mostly negative (it takes the profiler's addition off every
+    # node, the table's layers included), so the constant may be below 0: `predict_latency`
+    # guards the total instead. (Clamping it here at -ops cut the correction short for a dense
+    # model whose ops are nearly all fused away, and for its pruned copies not.)
+    by_op["overhead"] = c.fixed_ms + c.per_node_ms * n_nodes
     return GraphConstant(total_ms=float(sum(by_op.values())), by_op=by_op, nodes=n_nodes, unpriced=unpriced)
 
 

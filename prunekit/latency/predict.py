@@ -17,10 +17,13 @@ from prunekit.errors import PrunekitError
 from prunekit.latency.layers import OP_LINEAR, LayerSpec, enumerate_layers
 from prunekit.latency.schema import MissingSignatureError, Profile
 
+MIN_TOTAL_FRACTION = 0.2
+
 
 @dataclass
 class LatencyPrediction:
-    """Predicted latency (ms): `total_ms` = sum(per_layer) + constant_ms."""
+    """Predicted latency (ms): `total_ms` = sum(per_layer) + constant_ms (the constant may be
+    negative: see `predict_latency`)."""
 
     total_ms: float
     per_layer: dict[str, float]
@@ -110,7 +113,10 @@ def predict_latency(
     else:
         constant = profile.constant.fixed_ms
         detail = {"fixed": constant}
-    total = float(sum(per_layer.values()) + constant)
+    gross = float(sum(per_layer.values()) + sum(v for v in detail.values() if v > 0))
+    # a negative constant (the per-node correction) never takes the total below a fifth of its
+    # priced parts: a run is not five times faster than the nodes it runs
+    total = max(float(sum(per_layer.values()) + constant), MIN_TOTAL_FRACTION * gross)
     return LatencyPrediction(
         total_ms=total,
         per_layer=per_layer,

@@ -94,6 +94,30 @@ def test_graph_constant_prices_every_non_table_node():
     assert pred.total_ms == pytest.approx(sum(pred.per_layer.values()) + gc.total_ms)
 
 
+def test_per_node_correction_is_not_cut_short_by_the_ops_it_sits_next_to():
+    """Hand oracle: the correction (-2 us x nodes) stays whole even where it outweighs the priced
+    ops (a dense model whose ops are nearly all fused away), so a dense model and its pruned copy
+    are corrected alike; only the total is guarded, at MIN_TOTAL_FRACTION of its priced parts."""
+    from prunekit.latency.predict import MIN_TOTAL_FRACTION
+
+    prof = tiny_profile()
+    prof.constant.method = "ort-graph"
+    prof.constant.samples = {":Flatten": [[0.0, 0.0001]]}
+    fit_ops(prof)
+    prof.constant.fixed_ms, prof.constant.per_node_ms = 0.0, -0.002
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    gc = graph_constant(model, prof, INPUT)
+    assert gc.by_op["overhead"] == pytest.approx(-0.002 * gc.nodes)
+    assert gc.total_ms < 0  # the ops cost less than the correction takes off
+    pred = predict_latency(model, prof)
+    assert pred.total_ms == pytest.approx(pred.layers_ms + gc.total_ms)
+    prof.constant.per_node_ms = -10.0  # absurd: the guard holds the total at a fifth of the priced parts
+    guarded = predict_latency(model, prof)
+    gross = guarded.layers_ms + sum(v for v in guarded.constant_detail.values() if v > 0)
+    assert guarded.total_ms == pytest.approx(MIN_TOTAL_FRACTION * gross)
+
+
 def test_roialign_and_scatter_are_sized_by_what_they_compute():
     """Hand oracle: a RoiAlign costs per pooled output element (boxes x C x 7 x 7), not by the
     feature map it samples; a scatter per update (its share of the boxes), not by the tensor it

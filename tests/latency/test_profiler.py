@@ -35,7 +35,8 @@ def test_profile_writes_valid_profile_and_resumes(tmp_path):
     assert prof.grid_widths(conv2.signature, "cout") == [8, 16]
     # prediction works from the new profile, within a loose factor of the measured dense time
     pred = predict_latency(model, prof, (1, 3, 16, 16))
-    assert pred.total_ms > 0 and pred.constant_ms >= 0
+    # (the constant may be negative: the per-node correction can outweigh a tiny model's ops)
+    assert pred.total_ms > 0 and 0.2 < pred.total_ms / rec.dense_measured_ms < 5
 
     again = profile_model(
         "tiny-ort", "onnxruntime", model, 16, step=8, out=out, progress=False, calibrate=False
