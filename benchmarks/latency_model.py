@@ -137,6 +137,10 @@ HELDOUT_D: list[tuple[str, int, int]] = [
 ]
 HELDOUT_E: list[tuple[str, int, int]] = [("resnet101", 32, 10), ("wide_resnet50_2", 32, 10), ("regnet_x_3_2gf", 32, 10)]
 HELDOUT_F: list[tuple[str, int, int]] = [("densenet121", 224, 1000), ("squeezenet1_1", 224, 1000), ("mnasnet0_75", 224, 1000)]
+SPLITS: dict[str, list[tuple[str, int, int]]] = {  # --split name -> held-out models
+    "heldout": HELDOUT, "heldout-b": HELDOUT_B, "heldout-c": HELDOUT_C, "heldout-d": HELDOUT_D,
+    "heldout-e": HELDOUT_E, "heldout-f": HELDOUT_F,
+}
 HELDOUT_LEVELS: list[tuple[str, float, tuple[float, ...] | None, int | None]] = [
     ("uniform-25", 0.25, None, None),
     ("uniform-45/r8", 0.45, None, 8),
@@ -190,7 +194,7 @@ def build_heldout_profile(path: Path, console: Console) -> None:
     from prunekit.latency.local import LAZY_GRID
     from prunekit.latency.profiler import profile_model
 
-    for (name, size, classes), calibrate in [(m, True) for m in TUNE] + [(m, False) for m in HELDOUT + HELDOUT_B + HELDOUT_C + HELDOUT_D + HELDOUT_E + HELDOUT_F]:
+    for (name, size, classes), calibrate in [(m, True) for m in TUNE] + [(m, False) for split in SPLITS.values() for m in split]:
         console.print(f"profile: {name} at {size}x{size}, {classes} classes "
                       f"({'cells + calibration' if calibrate else 'cells only: held out'})")
         profile_model("heldout-bench", "onnxruntime", name, size, num_classes=classes, threads=1, out=path,
@@ -198,20 +202,10 @@ def build_heldout_profile(path: Path, console: Console) -> None:
 
 
 def _cases(args: argparse.Namespace) -> tuple[list[tuple[str, int, int]], list]:
-    if args.split == "heldout":
-        return HELDOUT, HELDOUT_LEVELS
-    if args.split == "heldout-b":
-        return HELDOUT_B, HELDOUT_LEVELS
-    if args.split == "heldout-c":
-        return HELDOUT_C, HELDOUT_LEVELS
-    if args.split == "heldout-d":
-        return HELDOUT_D, HELDOUT_LEVELS
-    if args.split == "heldout-e":
-        return HELDOUT_E, HELDOUT_LEVELS
-    if args.split == "heldout-f":
-        return HELDOUT_F, HELDOUT_LEVELS
     if args.split == "tune":
         return TUNE, LEVELS
+    if args.split in SPLITS:
+        return SPLITS[args.split], HELDOUT_LEVELS
     return [(m, args.size, 1000) for m in args.models], LEVELS
 
 
@@ -219,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Latency predictor vs measurement on a target profile.")
     ap.add_argument("--profile", default=None,
                     help="profile name or file (default: cpu-ort; with --split: benchmarks/results/heldout-profile.json)")
-    ap.add_argument("--split", choices=["none", "tune", "heldout", "heldout-b", "heldout-c", "heldout-d", "heldout-e", "heldout-f"], default="none",
-                    help="tune / heldout / heldout-b: the declared splits of the docstring (sizes and classes per model)")
+    ap.add_argument("--split", choices=["none", "tune", *SPLITS], default="none",
+                    help="tune / heldout / heldout-b ... heldout-f: the declared splits of the docstring (sizes and classes per model)")
     ap.add_argument("--build", action="store_true", help="with --split: measure the split's profile here first")
     ap.add_argument("--models", nargs="*", default=MODELS)
     ap.add_argument("--size", type=int, default=224)

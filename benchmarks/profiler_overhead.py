@@ -85,6 +85,8 @@ def bound_run_times(data: bytes, warmup: int, repeats: int) -> list[float]:
     buffers (IOBinding), so converting many outputs to numpy is not timed."""
     import numpy as np
 
+    from prunekit.latency.measure import clock_timer
+
     sess = ort_session(data, 1)
     feed = input_feed(sess)
     shapes = [o.shape for o in sess.run(None, feed)]
@@ -94,14 +96,9 @@ def bound_run_times(data: bytes, warmup: int, repeats: int) -> list[float]:
     buffers = [np.empty(shape, dtype=np.float32) for shape in shapes]
     for spec, buf in zip(sess.get_outputs(), buffers, strict=True):
         binding.bind_output(spec.name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
-    for _ in range(warmup):
-        sess.run_with_iobinding(binding)
-    times = []
-    for _ in range(repeats):
-        t = time.thread_time()
-        sess.run_with_iobinding(binding)
-        times.append((time.thread_time() - t) * 1e3)
-    return times
+    timer = clock_timer(lambda: sess.run_with_iobinding(binding), "cpu")
+    timer.warm(warmup)
+    return timer.timed(repeats)  # `buffers` stays alive until here: the binding writes into them
 
 
 def run_floor_ms() -> float:
